@@ -1,0 +1,109 @@
+"""Examples of a task as aligned tensors, with banks (images, negatives) shared by index.
+
+Every task (retrieval, entailment, NLVR, graph-text) stores its examples the same way:
+
+* `fields`: tensors whose first dimension is the example, e.g. `input_ids` (N, L),
+  `attention_mask` (N, L), `label` (N,), `image_index` (N,) or (N, 2), `unit` (N,) (the
+  deletion unit: an image or a relation) and `example_id` (N,) (a stable id, used to
+  cache the frozen model's outputs);
+* `banks`: tensors indexed by `image_index` (the images themselves, minimal-pair negatives).
+
+A batch is a dict of tensors on a device: the fields of the chosen examples plus, for the
+image bank, `image` (B, 3, S, S) (or (B, 2, 3, S, S) for pairs of images).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+Batch = dict  # str -> Tensor (or a torch_geometric Batch under "image" for graphs)
+
+
+@dataclass
+class ExampleSet:
+    fields: dict[str, torch.Tensor]
+    banks: dict[str, torch.Tensor] = field(default_factory=dict)
+    gather_image: Callable[[object, torch.Tensor], object] | None = None  # for non-tensor banks (graphs)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        sizes = {k: len(v) for k, v in self.fields.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"fields of unequal length: {sizes}")
+        for required in ("unit", "example_id"):
+            if required not in self.fields:
+                raise ValueError(f"an ExampleSet needs a {required!r} field")
+
+    def __len__(self) -> int:
+        return len(self.fields["unit"])
+
+    def __repr__(self) -> str:
+        return f"ExampleSet({self.name!r}, {len(self)} examples, {len(self.units())} units)"
+
+    def units(self) -> np.ndarray:
+        return np.unique(self.fields["unit"].numpy())
+
+    def subset(self, idx, name: str | None = None) -> "ExampleSet":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return ExampleSet({k: v[idx] for k, v in self.fields.items()}, self.banks, self.gather_image,
+                          self.name if name is None else name)
+
+    def with_units(self, units, name: str | None = None) -> "ExampleSet":
+        """The examples whose deletion unit is in `units` (a whole unit comes or goes)."""
+        keep = np.isin(self.fields["unit"].numpy(), np.asarray(units))
+        return self.subset(np.flatnonzero(keep), name)
+
+    def without_units(self, units, name: str | None = None) -> "ExampleSet":
+        keep = ~np.isin(self.fields["unit"].numpy(), np.asarray(units))
+        return self.subset(np.flatnonzero(keep), name)
+
+    def one_per_unit(self, generator: torch.Generator) -> torch.Tensor:
+        """Indices of one random example per unit (an epoch over images with a random caption each)."""
+        units = self.fields["unit"]
+        order = torch.randperm(len(self), generator=generator)
+        _, first = np.unique(units[order].numpy(), return_index=True)
+        return order[torch.as_tensor(first)]
+
+    def batch(self, idx, device: torch.device | str = "cpu") -> Batch:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        out = {k: v[idx] for k, v in self.fields.items()}
+        if "attention_mask" in out:  # trim padding shared by the whole batch
+            width = int(out["attention_mask"].sum(1).max())
+            out["input_ids"], out["attention_mask"] = out["input_ids"][:, :width], out["attention_mask"][:, :width]
+        if "image_index" in out:
+            if self.gather_image is not None:
+                out["image"] = self.gather_image(self.banks["image"], out["image_index"])
+            else:
+                out["image"] = self.banks["image"][out["image_index"]]
+        return to_device(out, device)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu", indices: torch.Tensor | None = None) -> Iterator[Batch]:
+        """Batches over the examples (or over `indices`), shuffled with `generator` if asked."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        idx = torch.arange(len(self)) if indices is None else torch.as_tensor(indices)
+        if shuffle:
+            idx = idx[torch.randperm(len(idx), generator=generator)]
+        for start in range(0, len(idx), batch_size):
+            yield self.batch(idx[start:start + batch_size], device)
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    return {k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def concat(sets: list[ExampleSet], name: str = "") -> ExampleSet:
+    """Join example sets that share their banks."""
+    keys = sets[0].fields.keys()
+    fields = {}
+    for k in keys:
+        tensors = [s.fields[k] for s in sets]
+        width = max(t.shape[1] for t in tensors) if tensors[0].dim() > 1 and k in ("input_ids", "attention_mask") else None
+        if width is not None:
+            tensors = [torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tensors]
+        fields[k] = torch.cat(tensors)
+    return ExampleSet(fields, sets[0].banks, sets[0].gather_image, name)

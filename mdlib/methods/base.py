@@ -1,0 +1,289 @@
+"""One contract for every unlearning method, a registry by name, and the shared training loop.
+
+    result = unlearn("multidelete", model, task, forget, retain, val, seed=0, lr=2e-5)
+    result.model, result.history, result.seconds
+
+A method takes the original model f, the forget set D_f, the retain set D_r and
+validation data, plus its hyperparameters, and returns a new model f' (f is never
+modified) and a log. Methods are picked by name: `methods.available()` lists them.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.examples import Batch, ExampleSet
+from ..metrics import d_f_score
+from ..models import MultimodalModel
+from ..tasks.base import Task
+from .frozen import FrozenModel
+
+_REGISTRY: dict[str, tuple[type["Method"], bool]] = {}  # name -> (class, fusion_only)
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator: register a method under `cls.name` (and its fusion-only variant under `name-f`)."""
+    _REGISTRY[cls.name] = (cls, False)
+    if cls.has_fusion_variant:
+        _REGISTRY[cls.name + "-f"] = (cls, True)
+    return cls
+
+
+def available() -> list[str]:
+    """Names of all registered methods, e.g. ['multidelete', 'multidelete-f', ...]."""
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str, **hparams) -> "Method":
+    """The method registered as `name`, configured with `hparams` (validated)."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available methods: {', '.join(available())}")
+    cls, fusion_only = _REGISTRY[name]
+    return cls(fusion_only=fusion_only, **hparams)
+
+
+@dataclass
+class MethodConfig:
+    """Hyperparameters shared by the optimisation-based methods."""
+
+    epochs: int = 8
+    lr: float = 2e-5
+    weight_decay: float = 0.02
+    forget_batch: int = 32
+    retain_batch: int = 32
+    eval_every: int = 0  # steps between validation checks; 0 = once per epoch
+    select: str = "best"  # "best": keep the best checkpoint on validation (the paper); "last": keep the last
+    grad_clip: float = 5.0
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            expected = f.type if isinstance(f.type, str) else f.type.__name__
+            if expected == "int" and (not isinstance(v, int) or isinstance(v, bool)):
+                raise TypeError(f"{f.name} must be an int, got {v!r} ({type(v).__name__})")
+            if expected == "float" and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                raise TypeError(f"{f.name} must be a number, got {v!r} ({type(v).__name__})")
+            if expected == "bool" and not isinstance(v, bool):
+                raise TypeError(f"{f.name} must be True or False, got {v!r}")
+        for name in ("epochs", "forget_batch", "retain_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.eval_every < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay, eval_every and grad_clip must be non-negative")
+        if self.select not in ("best", "last"):
+            raise ValueError(f"select must be 'best' or 'last', got {self.select!r}")
+
+
+@dataclass
+class UnlearnResult:
+    """What every method returns: the unlearned model f', a log of the run and its wall time."""
+
+    model: MultimodalModel
+    method: str
+    config: dict
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Method:
+    """Base class. Subclasses set `name`, `Config`, and implement `run` (or `loss` for the shared loop)."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    has_fusion_variant: ClassVar[bool] = True
+    uses_retain: ClassVar[bool] = True
+
+    def __init__(self, fusion_only: bool = False, **hparams):
+        valid = {f.name for f in dataclasses.fields(self.Config)}
+        unknown = set(hparams) - valid
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for {self.name!r}; valid: {sorted(valid)}")
+        self.config = self.Config(**hparams)
+        self.config.validate()
+        self.fusion_only = fusion_only
+
+    @property
+    def full_name(self) -> str:
+        return self.name + ("-f" if self.fusion_only else "")
+
+    def __repr__(self) -> str:
+        return f"{self.full_name}({dataclasses.asdict(self.config)})"
+
+    # -- the contract ------------------------------------------------------------------------
+    def unlearn(self, model: MultimodalModel, task: Task, forget: ExampleSet, retain: ExampleSet,
+                val: ExampleSet | None = None, *, seed: int = 0, progress: bool = True) -> UnlearnResult:
+        """Return f' (a new model) unlearned from `model` on `forget`, keeping `retain`."""
+        if len(forget) == 0:
+            raise ValueError("the forget set is empty: nothing to unlearn")
+        if self.uses_retain and len(retain) == 0:
+            raise ValueError("the retain set is empty")
+        overlap = np.intersect1d(forget.units(), retain.units())
+        if overlap.size:
+            raise ValueError(f"{overlap.size} deletion units are in both the forget and the retain set")
+        torch.manual_seed(seed)
+        new = copy.deepcopy(model)
+        start = time.perf_counter()
+        result = self.run(new, model, task, forget, retain, val, seed=seed, progress=progress)
+        result.seconds = time.perf_counter() - start
+        if self.fusion_only:
+            _check_encoders_unchanged(model, result.model)
+        return result
+
+    def run(self, new: MultimodalModel, original: MultimodalModel, task: Task, forget: ExampleSet,
+            retain: ExampleSet, val: ExampleSet | None, *, seed: int, progress: bool) -> UnlearnResult:
+        """Default: the shared loop over D_f with D_r batches alongside, minimising `self.loss`."""
+        frozen = FrozenModel(original, task) if self.needs_frozen else None
+        return optimise(self, new, frozen, task, forget, retain, val, seed=seed, progress=progress)
+
+    needs_frozen: ClassVar[bool] = True
+
+    def trainable_parameters(self, model: MultimodalModel) -> list[torch.nn.Parameter]:
+        return list(model.fusion_parameters()) if self.fusion_only else list(model.parameters())
+
+    def loss(self, model: MultimodalModel, frozen: FrozenModel | None, task: Task, forget_batch: Batch,
+             retain_batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+
+def _check_encoders_unchanged(original: MultimodalModel, new: MultimodalModel) -> None:
+    for (name, a), b in zip(original.named_parameters(), new.parameters()):
+        if name.startswith(("image_encoder", "text_encoder", "image_proj", "text_proj", "logit_scale")) and not torch.equal(a, b):
+            raise AssertionError(f"a fusion-only method changed encoder parameter {name}")
+
+
+class Monitor:
+    """Validation checks during unlearning and the choice of the checkpoint to keep.
+
+    At each check: the D_f score (D_f against `chunks` chunks of |D_f| retained examples), the
+    mean P(true) on D_f and on that D_r sample, and a quick task metric on (up to
+    `val_units` units of) the validation data. The kept checkpoint maximises
+
+        (drop of the D_f score) - 100 |change of mean P(true) on D_r| - max(0, drop of the val metric - 1)
+
+    i.e. forgetting D_f, not collapsing everything. The final report recomputes every metric
+    in full; the monitor is kept small so that a check costs a second or two.
+    """
+
+    def __init__(self, task: Task, forget: ExampleSet, retain: ExampleSet, val: ExampleSet | None, seed: int,
+                 chunks: int = 2, val_units: int = 100):
+        self.task, self.forget, self.chunks = task, forget, chunks
+        g = torch.Generator().manual_seed(seed)
+        n = min(len(retain), chunks * len(forget))
+        self.retain_sample = retain.subset(torch.randperm(len(retain), generator=g)[:n], "D_r sample")
+        self.val = None if val is None else val.with_units(val.units()[:val_units], "val sample")
+        self.seed = seed
+        self.history: list[dict] = []
+        self.best_score = -math.inf
+        self.best_state: dict | None = None
+        self.best_row: dict = {}
+
+    def check(self, model: MultimodalModel, step: int, extra: dict | None = None) -> dict:
+        pf = self.task.true_probability(model, self.forget)
+        pr = self.task.true_probability(model, self.retain_sample)
+        row = {"step": step, "d_f": d_f_score(pf, pr, n_chunks=self.chunks, seed=self.seed), "p_forget": float(pf.mean()),
+               "p_retain": float(pr.mean())}
+        if self.val is not None:
+            row["val_d_test"] = self.task.quick_evaluate(model, self.val)
+        row |= extra or {}
+        if not self.history:
+            self.start = row
+        score = (self.start["d_f"] - row["d_f"]) - 100 * abs(row["p_retain"] - self.start["p_retain"])
+        if self.val is not None:
+            score -= max(0.0, self.start["val_d_test"] - row["val_d_test"] - 1.0)
+        row["selection_score"] = score
+        self.history.append(row)
+        if score > self.best_score:
+            self.best_score, self.best_row = score, row
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.train()
+        return row
+
+
+def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None, task: Task, forget: ExampleSet,
+             retain: ExampleSet, val: ExampleSet | None, *, seed: int, progress: bool,
+             loss_fn: Callable | None = None, epochs: int | None = None, lr: float | None = None,
+             ascent_guard: Callable[[float], bool] | None = None) -> UnlearnResult:
+    """The loop shared by the optimisation-based methods.
+
+    One epoch = one pass over D_f in batches of `forget_batch`; each step also draws a batch of
+    `retain_batch` examples of D_r (cycling through a shuffled D_r). Only the method's
+    trainable parameters move (the fusion module and head for "-F" variants).
+    """
+    cfg = method.config
+    loss_fn = loss_fn or method.loss
+    epochs = cfg.epochs if epochs is None else epochs
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    params = method.trainable_parameters(model)
+    trainable = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    opt = torch.optim.AdamW(params, lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(forget) // cfg.forget_batch) if len(forget) >= 2 * cfg.forget_batch else 1
+    total = epochs * steps_per_epoch
+    eval_every = cfg.eval_every or steps_per_epoch
+    monitor = Monitor(task, forget, retain, val, seed)
+    monitor.check(model, 0)
+    retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
+    notes: list[str] = []
+    step = 0
+    bar = tqdm(total=total, desc=method.full_name, disable=not progress, leave=False)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(forget), generator=g)
+        chunks = order.tensor_split(steps_per_epoch)
+        for f_idx in chunks:
+            fb = forget.batch(f_idx, device)
+            if method.uses_retain:
+                if retain_pos + cfg.retain_batch > len(retain_order):
+                    retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
+                rb = retain.batch(retain_order[retain_pos:retain_pos + cfg.retain_batch], device)
+                retain_pos += cfg.retain_batch
+            else:
+                rb = None
+            loss, logs = loss_fn(model, frozen, task, fb, rb, g)
+            if not torch.isfinite(loss):
+                notes.append(f"non-finite loss at step {step}: stopped")
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % eval_every == 0 or step == total:
+                row = monitor.check(model, step, {f"loss_{k}": v for k, v in logs.items()})
+                if ascent_guard is not None and ascent_guard(row):
+                    notes.append(f"divergence guard stopped the run at step {step}")
+                    break
+        else:
+            continue
+        break
+    bar.close()
+    if cfg.select == "best" and monitor.best_state is not None:
+        model.load_state_dict(monitor.best_state)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return UnlearnResult(model, method.full_name, dataclasses.asdict(cfg), 0.0, monitor.history,
+                         monitor.best_row if cfg.select == "best" else monitor.history[-1], notes)
+
+
+def unlearn(name: str, model: MultimodalModel, task: Task, forget: ExampleSet, retain: ExampleSet,
+            val: ExampleSet | None = None, *, seed: int = 0, progress: bool = True, **hparams) -> UnlearnResult:
+    """Run the method registered as `name` with `hparams`: the one entry point of notebooks and runner."""
+    return get_method(name, **hparams).unlearn(model, task, forget, retain, val, seed=seed, progress=progress)

@@ -1,0 +1,85 @@
+"""The original model f (and Retrain): load the checkpoint if present, else train and save it.
+
+Any notebook can call `original_model(task, seed)`: the first call trains (minutes in
+full mode, seconds in fast mode), every later call loads the same weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+from ..data.examples import ExampleSet
+from ..models import ModelConfig, MultimodalModel
+from ..tasks.base import Task
+from ..training import TrainConfig, train
+from ..utils import config_hash, data_dir, resolve_device, seed_everything
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+
+FAST_TRAIN = TrainConfig(epochs=20, batch_size=32, lr=1e-3, warmup_steps=20, eval_every=20)
+FULL_TRAIN = TrainConfig(epochs=60, eval_every=20)
+
+
+def default_train_config(fast: bool) -> TrainConfig:
+    return FAST_TRAIN if fast else FULL_TRAIN
+
+
+def _world_signature(task: Task) -> dict:
+    world = getattr(task, "world", None)
+    return dataclasses.asdict(world.config) if world is not None and dataclasses.is_dataclass(world.config) else \
+        {"examples": len(task.train), "name": getattr(task, "source", task.name)}
+
+
+def checkpoint_path(task: Task, kind: str, model_config: ModelConfig, train_config: TrainConfig, seed: int,
+                    train_units=None):
+    key = config_hash(task.name, _world_signature(task), model_config.to_dict(), train_config.to_dict(), seed,
+                      None if train_units is None else [int(u) for u in train_units])
+    return data_dir() / "checkpoints" / f"{task.name}-{kind}-seed{seed}-{key}.pt"
+
+
+def train_or_load(task: Task, data: ExampleSet, *, kind: str, seed: int, train_config: TrainConfig,
+                  model_config: ModelConfig | None = None, device: str = "auto", progress: bool = True,
+                  retrain_units=None) -> tuple[MultimodalModel, dict]:
+    """Train `kind` ("original" or "retrain") on `data` unless a matching checkpoint exists.
+
+    Returns (model in eval mode, meta) where meta holds the training history and wall time.
+    """
+    model_config = model_config or task.model_config()
+    path = checkpoint_path(task, kind, model_config, train_config, seed, retrain_units)
+    dev = resolve_device(device)
+    if path.exists():
+        try:
+            model, meta = load_checkpoint(path, dev)
+            meta["loaded_from"] = str(path)
+            return model, meta
+        except CheckpointError:
+            raise
+    seed_everything(seed)
+    model = MultimodalModel(model_config).to(dev)
+    start = time.perf_counter()
+    history = train(model, task, data, train_config, seed=seed, val=task.val, progress=progress)
+    seconds = time.perf_counter() - start
+    meta = {"kind": kind, "task": task.name, "seed": seed, "seconds": seconds, "history": history,
+            "train_config": train_config.to_dict(), "n_train_examples": len(data)}
+    save_checkpoint(path, model, meta)
+    meta["loaded_from"] = None
+    return model, meta
+
+
+def original_model(task: Task, seed: int = 0, *, fast: bool = False, train_config: TrainConfig | None = None,
+                   model_config: ModelConfig | None = None, device: str = "auto",
+                   progress: bool = True) -> tuple[MultimodalModel, dict]:
+    """The original model f trained on all of D_train (loaded if it was trained before)."""
+    return train_or_load(task, task.train, kind="original", seed=seed,
+                         train_config=train_config or default_train_config(fast), model_config=model_config,
+                         device=device, progress=progress)
+
+
+def retrained_model(task: Task, retain: ExampleSet, seed: int = 0, *, fast: bool = False,
+                    train_config: TrainConfig | None = None, model_config: ModelConfig | None = None,
+                    device: str = "auto", progress: bool = True) -> tuple[MultimodalModel, dict]:
+    """Retrain: the same recipe from scratch on D_r only (it never sees D_f)."""
+    return train_or_load(task, retain, kind="retrain", seed=seed,
+                         train_config=train_config or default_train_config(fast), model_config=model_config,
+                         device=device, progress=progress, retrain_units=retain.units())

@@ -1,0 +1,169 @@
+"""The task interface: what every method and metric needs to know about a task.
+
+A task owns its data (train / val / test `ExampleSet`s, the tokenizer) and says how a
+model reads a batch: the fused representation of (image, text) pairs, the head's logits,
+the unimodal embeddings, the training objective of the original model and the test
+metric. Methods (MultiDelete and the baselines) and metrics only talk to this interface,
+so they run unchanged on every task.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.examples import Batch, ExampleSet
+from ..data.forget import ForgetSplit, select_forget
+from ..models import ModelConfig, MultimodalModel
+
+
+@dataclass
+class Encoded:
+    """Unimodal states of a batch. image: (B, n_images, N, H) ; text: (B, L, H) ; text_mask: (B, L)."""
+
+    image: torch.Tensor
+    image_mask: torch.Tensor | None
+    text: torch.Tensor
+    text_mask: torch.Tensor
+
+
+class Task:
+    name: str = ""
+    n_classes: int = 2
+    n_images: int = 1
+    unit_name: str = "image"  # what one deletion unit is
+    variable_image_tokens: bool = False  # True when the non-text modality has a padding mask (graphs)
+    class_names: tuple[str, ...] = ()
+
+    def __init__(self, train: ExampleSet, val: ExampleSet, test: ExampleSet, tokenizer, model_defaults: dict):
+        self.train, self.val, self.test = train, val, test
+        self.tokenizer = tokenizer
+        self.model_defaults = model_defaults
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(train={len(self.train)}, val={len(self.val)}, test={len(self.test)} examples; "
+                f"deletion unit: {self.unit_name})")
+
+    # -- data ---------------------------------------------------------------------
+    def split(self, name: str) -> ExampleSet:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {name!r}; choose 'train', 'val' or 'test'")
+        return getattr(self, name)
+
+    def forget_split(self, size: int | float, seed: int = 0) -> tuple[ExampleSet, ExampleSet]:
+        """(D_f, D_r): every example of a selected unit goes to D_f, every other training example to D_r."""
+        units: ForgetSplit = select_forget(self.train.units(), size, seed)
+        return self.train.with_units(units.forget, "D_f"), self.train.with_units(units.retain, "D_r")
+
+    # -- model --------------------------------------------------------------------
+    def model_config(self, **overrides) -> ModelConfig:
+        cfg = dict(self.model_defaults, n_classes=self.n_classes, n_images=self.n_images)
+        unknown = set(overrides) - set(ModelConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model settings {sorted(unknown)}; valid: {sorted(ModelConfig.__dataclass_fields__)}")
+        cfg.update(overrides)
+        return ModelConfig(**cfg)
+
+    def build_model(self, config: ModelConfig | None = None) -> MultimodalModel:
+        return MultimodalModel(config or self.model_config())
+
+    # -- readouts -------------------------------------------------------------------
+    def encode(self, model: MultimodalModel, batch: Batch) -> Encoded:
+        image = batch["image"]
+        if self.n_images == 1:
+            states, mask = model.encode_image(image)
+            states = states[:, None]
+        else:  # (B, n, 3, S, S) -> encode all images at once
+            b, n = image.shape[:2]
+            states, mask = model.encode_image(image.flatten(0, 1))
+            states = states.unflatten(0, (b, n))
+            mask = None if mask is None else mask.unflatten(0, (b, n))
+        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        return Encoded(states, mask, text, batch["attention_mask"])
+
+    def fused(self, model: MultimodalModel, enc: Encoded, text_perm: torch.Tensor | None = None) -> torch.Tensor:
+        """Fused [CLS] of each pair, (B, n_images * H). With `text_perm`, image i is paired with text text_perm[i]."""
+        text, mask = (enc.text, enc.text_mask) if text_perm is None else (enc.text[text_perm], enc.text_mask[text_perm])
+        outs = [model.fuse(enc.image[:, k], text, mask, None if enc.image_mask is None else enc.image_mask[:, k])
+                for k in range(enc.image.shape[1])]
+        return torch.cat(outs, dim=-1)
+
+    def logits(self, model: MultimodalModel, fused: torch.Tensor) -> torch.Tensor:
+        """Head logits (B, n_classes) from fused representations (B, n_images * H)."""
+        return model.head(fused)
+
+    @staticmethod
+    def unimodal(enc: Encoded) -> torch.Tensor:
+        """[f_I(I); f_T(T)] per example, flattened to (B, D): image tokens and (masked) text tokens."""
+        text = enc.text * enc.text_mask[..., None]
+        return torch.cat([enc.image.flatten(1), text.flatten(1)], dim=1)
+
+    def labels(self, batch: Batch) -> torch.Tensor:
+        return batch["label"]
+
+    # -- objectives and metrics -----------------------------------------------------
+    def training_loss(self, model: MultimodalModel, batch: Batch, generator: torch.Generator | None = None,
+                      **options) -> tuple[torch.Tensor, dict[str, float]]:
+        """The original model's objective on a batch: cross-entropy of the head (subclasses add more)."""
+        enc = self.encode(model, batch)
+        loss = F.cross_entropy(self.logits(model, self.fused(model, enc)), self.labels(batch))
+        return loss, {"loss": loss.item()}
+
+    def example_loss(self, model: MultimodalModel, batch: Batch) -> torch.Tensor:
+        """Per-example loss of the ground truth (B,): what NegGrad ascends and attacks read."""
+        enc = self.encode(model, batch)
+        return F.cross_entropy(self.logits(model, self.fused(model, enc)), self.labels(batch), reduction="none")
+
+    @torch.no_grad()
+    def true_probability(self, model: MultimodalModel, examples: ExampleSet, batch_size: int = 256) -> np.ndarray:
+        """P(ground truth) for every example, (N,): the score behind the D_f score."""
+        model.eval()
+        device = next(model.parameters()).device
+        out = []
+        for batch in examples.batches(batch_size, device=device):
+            enc = self.encode(model, batch)
+            probs = self.logits(model, self.fused(model, enc)).softmax(-1)
+            out.append(probs.gather(1, self.labels(batch)[:, None])[:, 0].float().cpu())
+        return torch.cat(out).numpy()
+
+    def quick_evaluate(self, model: MultimodalModel, examples: ExampleSet) -> float:
+        """A cheap version of d_test, for monitoring during unlearning."""
+        return self.evaluate(model, examples)["d_test"]
+
+    @torch.no_grad()
+    def evaluate(self, model: MultimodalModel, split: str | ExampleSet = "test", batch_size: int = 256) -> dict[str, float]:
+        """Task metric on a split; `d_test` is the headline number (accuracy in % for classification)."""
+        from ..metrics import accuracy
+
+        examples = self.split(split) if isinstance(split, str) else split
+        model.eval()
+        device = next(model.parameters()).device
+        logits, labels = [], []
+        for batch in examples.batches(batch_size, device=device):
+            enc = self.encode(model, batch)
+            logits.append(self.logits(model, self.fused(model, enc)).float().cpu())
+            labels.append(batch["label"].cpu())
+        acc = accuracy(torch.cat(logits), torch.cat(labels))
+        return {"d_test": acc, "accuracy": acc}
+
+
+def derangement(units: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A permutation `p` of the batch with units[p[i]] != units[i] for every i (no example keeps its own
+    text, nor a text of the same deletion unit). Needs at least two distinct units in the batch."""
+    n = len(units)
+    if len(torch.unique(units)) < 2:
+        raise ValueError("a derangement needs at least two distinct units in the batch")
+    for _ in range(100):
+        p = torch.randperm(n, generator=generator)
+        if not (units[p] == units).any():
+            return p
+    # Fallback that always works: sort by unit, rotate by the largest unit's count.
+    order = torch.argsort(units, stable=True)
+    shift = int(torch.unique(units, return_counts=True)[1].max())
+    if shift * 2 > n:
+        raise ValueError("no derangement exists: one unit holds more than half of the batch")
+    p = torch.empty_like(order)
+    p[order] = order.roll(shift)
+    return p

@@ -1,0 +1,128 @@
+"""Training the original model (and Retrain): one loop for every task, with staging for ITM."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .data.examples import ExampleSet
+from .models import MultimodalModel
+from .tasks.base import Task
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the original model is trained.
+
+    Retrieval is staged (DESIGN.md section 9): for the first `hard_from` fraction of the epochs
+    ITM negatives are random or minimal pairs; afterwards a negative is ITC-hard with probability
+    `p_hard`. The fusion and head learn at `fusion_lr_mult` x `lr`.
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 6e-4
+    fusion_lr_mult: float = 2.0
+    weight_decay: float = 0.02
+    warmup_steps: int = 100
+    p_minimal: float = 0.5
+    p_hard: float = 0.5
+    hard_from: float = 0.5
+    kind_weights: dict = field(default_factory=lambda: {"colour": 1, "shape": 1, "size": 1, "place": 1, "binding": 1, "tag": 1})
+    one_per_unit: bool = True
+    eval_every: int = 5
+    grad_clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}")
+        for name in ("lr", "weight_decay", "fusion_lr_mult", "grad_clip"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (name == "lr" and v == 0):
+                raise ValueError(f"TrainConfig.{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {v!r}")
+        for name in ("p_minimal", "p_hard", "hard_from"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise ValueError(f"TrainConfig.{name} must lie in [0, 1], got {v!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def make_optimizer(model: MultimodalModel, lr: float, weight_decay: float, fusion_lr_mult: float = 1.0,
+                   fusion_only: bool = False) -> torch.optim.Optimizer:
+    """AdamW over the encoders (lr) and the fusion + head (lr x fusion_lr_mult); biases and norms without decay."""
+    groups = []
+    parts = [(model.fusion_parameters(), lr * fusion_lr_mult)]
+    if not fusion_only:
+        parts.insert(0, (model.encoder_parameters(), lr))
+    for params, group_lr in parts:
+        params = [p for p in params if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups += [{"params": decay, "lr": group_lr, "weight_decay": weight_decay},
+                   {"params": no_decay, "lr": group_lr, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(model: MultimodalModel, task: Task, data: ExampleSet, config: TrainConfig, seed: int = 0,
+          val: ExampleSet | None = None, progress: bool = True) -> list[dict]:
+    """Train `model` on `data` with the task's objective; returns one dict of logs per epoch.
+
+    Every `eval_every` epochs (and after the last) the task metric on `val` is logged.
+    """
+    if len(data) == 0:
+        raise ValueError("cannot train on an empty example set")
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil((len(data.units()) if config.one_per_unit else len(data)) / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    opt = make_optimizer(model, config.lr, config.weight_decay, config.fusion_lr_mult)
+    sched = warmup_cosine(opt, min(config.warmup_steps, total // 5), total)
+    history: list[dict] = []
+    bar = tqdm(total=total, desc="training", disable=not progress, leave=False)
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        model.train()
+        hard = epoch >= config.hard_from * config.epochs
+        idx = data.one_per_unit(g) if config.one_per_unit else torch.randperm(len(data), generator=g)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in data.batches(config.batch_size, device=device, indices=idx):
+            if len(batch["unit"]) < 2:
+                continue
+            loss, logs = task.training_loss(model, batch, generator=g, p_hard=config.p_hard if hard else 0.0,
+                                            p_minimal=config.p_minimal, kind_weights=config.kind_weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            sched.step()
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{logs['loss']:.3f}")
+        row = {"epoch": epoch + 1, "seconds": time.perf_counter() - start, **{k: v / max(n, 1) for k, v in sums.items()}}
+        if val is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+            row |= {f"val_{k}": v for k, v in task.evaluate(model, val).items()}
+        history.append(row)
+    bar.close()
+    model.eval()
+    return history

@@ -1,0 +1,122 @@
+"""Small shared helpers: seeding, devices, fast mode, paths and atomic writes."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+__all__ = [
+    "seed_everything", "resolve_device", "resolve_fast", "data_dir", "atomic_write",
+    "write_json", "generator", "config_hash",
+]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so that a rerun gives the same numbers."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU torch.Generator seeded with `seed` (every random choice in mdlib takes one)."""
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`"auto"` picks CUDA when present, else CPU; anything else is passed to torch.device."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    return dev
+
+
+def resolve_fast(fast: bool | None) -> bool:
+    """Fast mode: the explicit parameter wins; when it is None, the `CI` environment variable decides.
+
+    nbval cannot inject parameters, so CI sets `CI=1` and every notebook shrinks its loops.
+    """
+    if fast is None:
+        return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    if not isinstance(fast, bool):
+        raise TypeError(f"fast must be True, False or None (read the CI variable), got {fast!r}")
+    return fast
+
+
+def data_dir() -> Path:
+    """Where generated data and checkpoints are cached.
+
+    `$MDLIB_DATA` if set; else the repository's `data/` folder when mdlib runs from a
+    checkout; else `~/.cache/mdlib` (for example after `pip install` on Colab).
+    """
+    env = os.environ.get("MDLIB_DATA")
+    if env:
+        path = Path(env)
+    else:
+        repo_data = Path(__file__).resolve().parents[1] / "data"
+        path = repo_data if repo_data.is_dir() and os.access(repo_data, os.W_OK) else Path.home() / ".cache" / "mdlib"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Write to a temporary file next to `path` and rename it into place on success.
+
+    A crash or an exception leaves the previous file (or nothing) behind, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Atomically write `obj` as indented JSON."""
+    with atomic_write(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
+    return Path(path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, torch.Tensor) and o.numel() == 1:
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} as JSON")
+
+
+def config_hash(*objs: Any, length: int = 10) -> str:
+    """A short stable hash of JSON-serialisable configs (names cached artifacts)."""
+    import hashlib
+
+    blob = json.dumps(objs, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
