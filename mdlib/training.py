@@ -33,6 +33,7 @@ class TrainConfig:
     p_hard: float = 0.5
     hard_from: float = 0.5
     kind_weights: dict = field(default_factory=lambda: {"colour": 1, "shape": 1, "size": 1, "place": 1, "binding": 1, "tag": 1})
+    mlm_weight: float = 0.2
     one_per_unit: bool = True
     eval_every: int = 5
     grad_clip: float = 5.0
@@ -42,7 +43,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}")
-        for name in ("lr", "weight_decay", "fusion_lr_mult", "grad_clip"):
+        for name in ("lr", "weight_decay", "fusion_lr_mult", "grad_clip", "mlm_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (name == "lr" and v == 0):
                 raise ValueError(f"TrainConfig.{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {v!r}")
@@ -107,7 +108,8 @@ def train(model: MultimodalModel, task: Task, data: ExampleSet, config: TrainCon
             if len(batch["unit"]) < 2:
                 continue
             loss, logs = task.training_loss(model, batch, generator=g, p_hard=config.p_hard if hard else 0.0,
-                                            p_minimal=config.p_minimal, kind_weights=config.kind_weights)
+                                            p_minimal=config.p_minimal, kind_weights=config.kind_weights,
+                                            mlm_weight=config.mlm_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:

@@ -97,6 +97,11 @@ class MultimodalModel(nn.Module):
         self.text_proj = nn.Linear(h_txt, c.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(1 / 0.07).log())
         self.head = nn.Sequential(nn.Linear(c.n_images * h_txt, h_txt), nn.GELU(), nn.Linear(h_txt, c.n_classes))
+        # A masked-language-modelling head on f_T (text side), trained with the original model so
+        # that token-level unlearning (UL) has a language-modelling likelihood to act on.
+        vocab = getattr(getattr(self.text_encoder, "bert", None), "config", None)
+        vocab = vocab.vocab_size if vocab is not None else c.vocab_size
+        self.mlm_head = nn.Sequential(nn.Linear(h_txt, h_txt), nn.GELU(), nn.LayerNorm(h_txt), nn.Linear(h_txt, vocab))
 
     # -- the three modules MultiDelete talks about ------------------------------------
     @property
@@ -138,8 +143,8 @@ class MultimodalModel(nn.Module):
 
     # -- parameter groups (the "-F" variants train `fusion_parameters` only) ----------
     def encoder_parameters(self) -> Iterator[nn.Parameter]:
-        """f_I, f_T and the contrastive projections and temperature."""
-        for m in (self.image_encoder, self.text_encoder, self.image_proj, self.text_proj):
+        """f_I, f_T, the contrastive projections and temperature, and the text side's MLM head."""
+        for m in (self.image_encoder, self.text_encoder, self.image_proj, self.text_proj, self.mlm_head):
             yield from m.parameters()
         yield self.logit_scale
 

@@ -105,11 +105,38 @@ class Task:
 
     # -- objectives and metrics -----------------------------------------------------
     def training_loss(self, model: MultimodalModel, batch: Batch, generator: torch.Generator | None = None,
-                      **options) -> tuple[torch.Tensor, dict[str, float]]:
-        """The original model's objective on a batch: cross-entropy of the head (subclasses add more)."""
+                      mlm_weight: float = 0.0, **options) -> tuple[torch.Tensor, dict[str, float]]:
+        """The original model's objective on a batch: cross-entropy of the head, plus `mlm_weight` x MLM."""
         enc = self.encode(model, batch)
-        loss = F.cross_entropy(self.logits(model, self.fused(model, enc)), self.labels(batch))
-        return loss, {"loss": loss.item()}
+        ce = F.cross_entropy(self.logits(model, self.fused(model, enc)), self.labels(batch))
+        loss, logs = ce, {"ce": ce.item()}
+        if mlm_weight > 0:
+            mlm = self.mlm_loss(model, batch, generator)
+            loss = loss + mlm_weight * mlm
+            logs["mlm"] = mlm.item()
+        return loss, {"loss": loss.item(), **logs}
+
+    def mlm_loss(self, model: MultimodalModel, batch: Batch, generator: torch.Generator | None = None,
+                 mask_prob: float = 0.15, reduction: str = "mean") -> torch.Tensor:
+        """Masked-language-modelling loss of the texts under f_T and the MLM head (text only).
+
+        15% of the non-special tokens are replaced by [MASK] (BERT's recipe without the 80/10/10
+        split); the loss is the cross-entropy of the original tokens at those positions.
+        With reduction="none" returns one loss per example (B,), the mean over its masked tokens.
+        """
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        special = (ids == self.tokenizer.cls_token_id) | (ids == self.tokenizer.sep_token_id) | (mask == 0)
+        chosen = (torch.rand(ids.shape, generator=generator).to(ids.device) < mask_prob) & ~special
+        # make sure every text has at least one masked token
+        first_word = (~special).float().argmax(1)
+        chosen[torch.arange(len(ids)), first_word] |= ~chosen.any(1)
+        masked = ids.masked_fill(chosen, self.tokenizer.mask_token_id)
+        logits = model.mlm_head(model.encode_text(masked, mask))  # (B, L, V)
+        targets = ids.masked_fill(~chosen, -100)
+        per_token = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        if reduction == "none":
+            return per_token.sum(1) / chosen.sum(1).clamp(min=1)
+        return per_token.sum() / chosen.sum().clamp(min=1)
 
     def example_loss(self, model: MultimodalModel, batch: Batch) -> torch.Tensor:
         """Per-example loss of the ground truth (B,): what NegGrad ascends and attacks read."""

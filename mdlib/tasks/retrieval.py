@@ -66,7 +66,8 @@ class RetrievalTask(Task):
     # -- original objective: ITC + ITM with negatives ---------------------------------
     def training_loss(self, model: MultimodalModel, batch: Batch, generator: torch.Generator | None = None,
                       p_hard: float = 0.0, p_minimal: float = 0.5, kind_weights: dict | None = None,
-                      itc_weight: float = 1.0, itm_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                      itc_weight: float = 1.0, itm_weight: float = 1.0,
+                      mlm_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
         """ALBEF's objective, with one negative per pair to save a third of the fusion passes.
 
         Each pair gets either a negative text (probability 1/2) or a negative image. A negative is
@@ -117,7 +118,12 @@ class RetrievalTask(Task):
         labels = torch.cat([torch.ones(b), torch.zeros(b)]).long().to(device)
         loss_itm = F.cross_entropy(logits, labels)
         loss = itc_weight * loss_itc + itm_weight * loss_itm
-        return loss, {"loss": loss.item(), "itc": loss_itc.item(), "itm": loss_itm.item()}
+        logs = {"itc": loss_itc.item(), "itm": loss_itm.item()}
+        if mlm_weight > 0:
+            loss_mlm = self.mlm_loss(model, batch, generator)
+            loss = loss + mlm_weight * loss_mlm
+            logs["mlm"] = loss_mlm.item()
+        return loss, {"loss": loss.item(), **logs}
 
     def example_loss(self, model: MultimodalModel, batch: Batch) -> torch.Tensor:
         """Per-pair loss (B,): the ITM loss of the true pair plus its in-batch contrastive loss."""
