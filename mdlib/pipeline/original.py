@@ -17,12 +17,16 @@ from ..training import TrainConfig, train
 from ..utils import config_hash, data_dir, resolve_device, seed_everything
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
-FAST_TRAIN = TrainConfig(epochs=20, batch_size=32, lr=1e-3, warmup_steps=20, eval_every=20)
-FULL_TRAIN = TrainConfig(epochs=60, eval_every=20)
+FAST_TRAIN = dict(epochs=20, batch_size=32, lr=1e-3, warmup_steps=20, eval_every=20)
 
 
-def default_train_config(fast: bool) -> TrainConfig:
-    return FAST_TRAIN if fast else FULL_TRAIN
+def default_train_config(fast: bool, task: Task | None = None) -> TrainConfig:
+    """The recipe of the original model: `TrainConfig()` (full) or the fast-mode one, with the
+    task's own overrides (`Task.train_overrides(fast)`, e.g. fewer epochs for graph-text)."""
+    base = dict(FAST_TRAIN) if fast else {}
+    if task is not None:
+        base.update(task.train_overrides(fast))
+    return TrainConfig(**base)
 
 
 def _world_signature(task: Task) -> dict:
@@ -72,7 +76,7 @@ def original_model(task: Task, seed: int = 0, *, fast: bool = False, train_confi
                    progress: bool = True) -> tuple[MultimodalModel, dict]:
     """The original model f trained on all of D_train (loaded if it was trained before)."""
     return train_or_load(task, task.train, kind="original", seed=seed,
-                         train_config=train_config or default_train_config(fast), model_config=model_config,
+                         train_config=train_config or default_train_config(fast, task), model_config=model_config,
                          device=device, progress=progress)
 
 
@@ -81,5 +85,5 @@ def retrained_model(task: Task, retain: ExampleSet, seed: int = 0, *, fast: bool
                     device: str = "auto", progress: bool = True) -> tuple[MultimodalModel, dict]:
     """Retrain: the same recipe from scratch on D_r only (it never sees D_f)."""
     return train_or_load(task, retain, kind="retrain", seed=seed,
-                         train_config=train_config or default_train_config(fast), model_config=model_config,
+                         train_config=train_config or default_train_config(fast, task), model_config=model_config,
                          device=device, progress=progress, retrain_units=retain.units())

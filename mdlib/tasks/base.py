@@ -57,6 +57,10 @@ class Task:
         units: ForgetSplit = select_forget(self.train.units(), size, seed)
         return self.train.with_units(units.forget, "D_f"), self.train.with_units(units.retain, "D_r")
 
+    def train_overrides(self, fast: bool) -> dict:
+        """Changes to the default TrainConfig for this task's original model (none by default)."""
+        return {}
+
     # -- model --------------------------------------------------------------------
     def model_config(self, **overrides) -> ModelConfig:
         cfg = dict(self.model_defaults, n_classes=self.n_classes, n_images=self.n_images)
@@ -74,7 +78,7 @@ class Task:
         image = batch["image"]
         if self.n_images == 1:
             states, mask = model.encode_image(image)
-            states = states[:, None]
+            states, mask = states[:, None], None if mask is None else mask[:, None]
         else:  # (B, n, 3, S, S) -> encode all images at once
             b, n = image.shape[:2]
             states, mask = model.encode_image(image.flatten(0, 1))

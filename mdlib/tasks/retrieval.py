@@ -66,14 +66,15 @@ class RetrievalTask(Task):
     # -- original objective: ITC + ITM with negatives ---------------------------------
     def training_loss(self, model: MultimodalModel, batch: Batch, generator: torch.Generator | None = None,
                       p_hard: float = 0.0, p_minimal: float = 0.5, kind_weights: dict | None = None,
-                      itc_weight: float = 1.0, itm_weight: float = 1.0,
-                      mlm_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                      itc_weight: float = 1.0, itm_weight: float = 1.0, mlm_weight: float = 0.0,
+                      itm_pos_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
         """ALBEF's objective, with one negative per pair to save a third of the fusion passes.
 
         Each pair gets either a negative text (probability 1/2) or a negative image. A negative is
         with probability `p_hard` an in-batch one sampled in proportion to its contrastive
         similarity; otherwise, for texts, with probability `p_minimal` a minimal pair (the true
         caption with one thing changed, kinds weighted by `kind_weights`), else a random in-batch one.
+        `itm_pos_weight` weighs the matched class in the ITM cross-entropy (see TrainConfig).
         """
         enc = self.encode(model, batch)
         img_states = enc.image[:, 0]
@@ -97,7 +98,9 @@ class RetrievalTask(Task):
             neg_txt = torch.where(use_hard, sample(sim.softmax(1) * other + 1e-12 * other), sample(other))
             neg_img = torch.where(use_hard, sample(sim.t().softmax(1) * other + 1e-12 * other), sample(other))
             text_side = rand(b) < 0.5  # which side of the pair is replaced
-            use_minimal = text_side & ~use_hard & (rand(b) < p_minimal)
+            # real data (adapters) has no minimal pairs: their negatives are then random or hard
+            has_minimal = "neg_input_ids" in self.train.banks
+            use_minimal = text_side & ~use_hard & (rand(b) < p_minimal) & has_minimal
         neg_text_states, neg_text_mask = enc.text[neg_txt].clone(), enc.text_mask[neg_txt].clone()
         if use_minimal.any():
             rows = batch["image_index"][use_minimal].cpu()
@@ -116,7 +119,7 @@ class RetrievalTask(Task):
                            torch.cat([enc.text_mask, neg_masks]))
         logits = model.head(fused)
         labels = torch.cat([torch.ones(b), torch.zeros(b)]).long().to(device)
-        loss_itm = F.cross_entropy(logits, labels)
+        loss_itm = F.cross_entropy(logits, labels, weight=torch.tensor([1.0, itm_pos_weight], device=device))
         loss = itc_weight * loss_itc + itm_weight * loss_itm
         logs = {"itc": loss_itc.item(), "itm": loss_itm.item()}
         if mlm_weight > 0:

@@ -1,0 +1,252 @@
+"""What every notebook does first and last: check its parameters, set up, record results.
+
+    session = setup(fast=fast, seed=seed, task=task, output_dir=output_dir, device=device, df_size=df_size)
+    session.print_header()
+    ...
+    session.save_figure(fig, "d_f_over_steps")
+    session.record(rows, notebook="04_multidelete")
+
+Parameters arrive from the notebook's `parameters` cell, from papermill (`-p seed 3`)
+or from the batch runner; `setup` checks each one and says how to fix a wrong one.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..tasks import check_task
+from ..utils import atomic_write, resolve_device, resolve_fast, seed_everything, write_json
+from .results import runs_dir
+
+__all__ = ["Session", "setup", "check_rows", "parse_seeds", "parse_methods"]
+
+ROW_KEYS = ("task", "method", "seed", "df_size", "metric", "value")
+_METRIC = re.compile(r"^[a-z][a-z0-9_@.\-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+# Notebook-specific parameters we know: (type name, check, what a good value looks like, an example).
+_KNOWN: dict[str, tuple[str, Any, str, str]] = {
+    "df_size": ("number", lambda v: (0 < v < 1) if isinstance(v, float) else v >= 1,
+                "a count of deleted units (an int >= 1) or a fraction of them (a float in (0, 1))", "100"),
+    "methods": ("str", lambda v: bool(v.strip()), '"all" or comma-separated method names', "multidelete,neggrad"),
+    "seeds": ("str", lambda v: bool(v.strip()), "comma-separated non-negative ints", "0,1,2"),
+    "epochs": ("int", lambda v: v >= 1, "a positive int", "5"),
+    "lr": ("float", lambda v: v > 0, "a positive number", "2e-5"),
+}
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in ("float", "number"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    raise ValueError(kind)
+
+
+def _bad_type(name: str, value: Any, kind: str, example: str) -> TypeError:
+    article = "an" if kind[0] in "aeiou" else "a"
+    hint = example
+    if isinstance(value, str):  # e.g. seed="3": papermill's -p would have given the int 3
+        try:
+            hint = value if _type_ok(ast.literal_eval(value), kind) else example
+        except (ValueError, SyntaxError):
+            pass
+    return TypeError(f"{name} must be {article} {kind}, got {value!r} ({type(value).__name__}); "
+                     f"pass -p {name} {hint}")
+
+
+def _check_param(name: str, value: Any) -> None:
+    if name not in _KNOWN:
+        if not _is_literal(value):
+            raise TypeError(f"parameter {name} must be a plain literal (number, string, bool, None, list or dict), "
+                            f"got {type(value).__name__}")
+        return
+    kind, ok, good, example = _KNOWN[name]
+    if not _type_ok(value, kind):
+        raise _bad_type(name, value, kind, example)
+    if not ok(value):
+        raise ValueError(f"{name}={value!r} is not valid: use {good}, e.g. -p {name} {example}")
+
+
+def _is_literal(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_literal(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_literal(v) for k, v in value.items())
+    return False
+
+
+def parse_seeds(seeds: str | int) -> list[int]:
+    """ "0,1,2" -> [0, 1, 2] (an int gives a one-element list)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        return [seeds]
+    try:
+        out = [int(s) for s in str(seeds).replace(" ", ",").split(",") if s]
+    except ValueError:
+        out = []
+    if not out or any(s < 0 for s in out):
+        raise ValueError(f'seeds must be comma-separated non-negative ints such as "0,1,2", got {seeds!r}')
+    return out
+
+
+def parse_methods(methods: str, available: list[str] | None = None) -> list[str]:
+    """ "all" -> every registered method; "multidelete,neggrad" -> those, checked against the registry."""
+    if available is None:
+        from ..methods import available as registered
+
+        available = registered()
+    if methods.strip() == "all":
+        return list(available)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in available]
+    if unknown or not names:
+        raise ValueError(f"unknown method(s) {', '.join(unknown) or repr(methods)}; "
+                         f"choose from: all, {', '.join(available)}")
+    return names
+
+
+def check_rows(rows: list[dict]) -> list[dict]:
+    """Validate result rows (task, method, seed, df_size, metric, value) and return clean copies."""
+    if isinstance(rows, dict) or not hasattr(rows, "__iter__"):
+        raise TypeError("rows must be a list of dicts with keys " + ", ".join(ROW_KEYS))
+    clean = []
+    for i, row in enumerate(rows):
+        where = f"row {i}"
+        if not isinstance(row, dict):
+            raise TypeError(f"{where} must be a dict with keys {', '.join(ROW_KEYS)}, got {type(row).__name__}")
+        missing, extra = set(ROW_KEYS) - set(row), set(row) - set(ROW_KEYS)
+        if missing or extra:
+            raise ValueError(f"{where} has missing keys {sorted(missing)} and unexpected keys {sorted(extra)}; "
+                             f"rows need exactly {', '.join(ROW_KEYS)} (one metric per row)")
+        check_task(row["task"])
+        if not isinstance(row["method"], str) or not _METRIC.match(row["method"]):
+            raise ValueError(f"{where}: method must be a lowercase name such as 'multidelete-f', got {row['method']!r}")
+        for key in ("seed", "df_size"):
+            v = row[key]
+            if not _type_ok(v, "int") or v < 0:
+                raise ValueError(f"{where}: {key} must be a non-negative int (use df_size 0 when nothing is deleted), "
+                                 f"got {v!r}")
+        if not isinstance(row["metric"], str) or not _METRIC.match(row["metric"]):
+            raise ValueError(f"{where}: metric names are lowercase, like 'd_test' or 'recall@1', "
+                             f"got {row['metric']!r}")
+        value = row["value"]
+        if isinstance(value, torch.Tensor):
+            value = value.item() if value.numel() == 1 else value
+        if isinstance(value, (np.integer, np.floating)):
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{where} ({row['method']}, {row['metric']}): value must be a finite number, "
+                             f"got {value!r}; drop the row or record a finite value")
+        clean.append({**row, "value": float(value)})
+    return clean
+
+
+@dataclass
+class Session:
+    """A notebook's checked settings; `record` and `save_figure` write under `output_dir`."""
+
+    fast: bool
+    seed: int
+    device: torch.device
+    output_dir: Path
+    task: str | None = None
+    params: dict = field(default_factory=dict)
+    _rows: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def header(self) -> str:
+        return (f"device {self.device} | fast mode {'on' if self.fast else 'off'} | torch {torch.__version__} | "
+                f"seed {self.seed}" + (f" | task {self.task}" if self.task else "") + f" | output {self.output_dir}")
+
+    def print_header(self) -> None:
+        """Print device, fast mode, torch version and seed on one line."""
+        print(self.header())
+
+    def record(self, rows: list[dict], notebook: str) -> Path:
+        """Add result rows and (re)write `metrics/<notebook>__<task>__seed<seed>.json` atomically.
+
+        A row repeated with the same (task, method, seed, df_size, metric) replaces the earlier one,
+        so rerunning a cell does not duplicate results. The file has no timestamp: a rerun that
+        computes the same numbers writes an identical file.
+        """
+        if not isinstance(notebook, str) or not _NAME.match(notebook):
+            raise ValueError(f"notebook must be a file-name-like string such as '04_multidelete', got {notebook!r}")
+        table = self._rows.setdefault(notebook, {})
+        for row in check_rows(rows):
+            table[tuple(row[k] for k in ROW_KEYS[:-1])] = row
+        payload = {"notebook": notebook, "task": self.task, "seed": self.seed, "fast": self.fast,
+                   "device": self.device.type, "params": self.params, "rows": list(table.values())}
+        path = self.output_dir / "metrics" / f"{notebook}__{self.task or 'all'}__seed{self.seed}.json"
+        return write_json(payload, path)
+
+    def save_figure(self, fig, name: str, dpi: int = 150) -> Path:
+        """Save a matplotlib figure as `figures/<name>.png` (atomically) and return the path."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"figure name must be a file-name-like string such as 'd_f_curves', got {name!r}")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        path = self.output_dir / "figures" / f"{name}.png"
+        with atomic_write(path, "wb") as fh:
+            fh.write(buf.getvalue())
+        return path
+
+
+def default_output_dir() -> Path:
+    """`<runs>/interactive`: where a notebook run by hand writes (see `results.runs_dir`)."""
+    return runs_dir() / "interactive"
+
+
+def setup(fast: bool | None = None, seed: int = 0, device: str = "auto", output_dir: str | Path = "",
+          task: str | None = None, **params) -> Session:
+    """Check the notebook's parameters, seed everything, pick the device and apply the plot theme.
+
+    fast=None reads the `CI` variable; output_dir="" means `runs/interactive`. Other keyword
+    arguments are the notebook's own parameters (df_size, methods, seeds, ...), checked and kept
+    in `Session.params`.
+    """
+    if fast is not None and not isinstance(fast, bool):
+        raise _bad_type("fast", fast, "bool", "True")
+    if not _type_ok(seed, "int"):
+        raise _bad_type("seed", seed, "int", "0")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed}")
+    if not isinstance(device, (str, torch.device)):
+        raise _bad_type("device", device, "str", "cpu")
+    if not isinstance(output_dir, (str, Path)):
+        raise _bad_type("output_dir", output_dir, "str", "runs/my_run")
+    if task is not None:
+        if not isinstance(task, str):
+            raise _bad_type("task", task, "str", "retrieval")
+        check_task(task)
+    for name, value in params.items():
+        _check_param(name, value)
+    if "seeds" in params:
+        parse_seeds(params["seeds"])
+    if "methods" in params:
+        parse_methods(params["methods"])
+
+    session = Session(fast=resolve_fast(fast), seed=seed, device=resolve_device(device),
+                      output_dir=Path(output_dir).resolve() if str(output_dir) else default_output_dir(),
+                      task=task, params=dict(sorted(params.items())))
+    seed_everything(seed)
+    _theme()
+    return session
+
+
+def _theme() -> None:
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")

@@ -1,0 +1,334 @@
+"""Run the notebooks in order with papermill: `python -m mdlib.pipeline.runner` or `mdlib-run`.
+
+    mdlib-run --mode fast                                 # every notebook, fast mode, runs/fast/
+    mdlib-run --notebooks 01 04 --tasks retrieval nlvr --seeds 0,1,2 --name paper
+    mdlib-run --notebooks 04 -p df_size 200 --dry-run     # print the plan and the time estimate
+
+A notebook receives only the parameters its `parameters` cell declares: `fast` (from --mode),
+`seed`, `task`, `output_dir` (the run folder), `device` and any `-p KEY VALUE`. One that
+declares `task` runs once per task, one that declares `seed` once per seed. Executed copies go
+to `runs/<name>/notebooks/`, metrics to `runs/<name>/metrics/`, the long table to
+`runs/<name>/results.csv` and the wall times to `runs/<name>/timings.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..tasks import TASKS, check_task
+from ..utils import write_json
+from .results import runs_dir, write_results
+
+RESERVED = {"fast": "--mode", "seed": "--seeds", "task": "--tasks", "output_dir": "--name"}
+
+# Rough wall time (seconds) per execution on 2 CPU cores, by notebook number: (fast, full).
+# Used when no earlier run left a timings.json.
+ESTIMATES = {"00": (20, 60), "01": (60, 900), "02": (30, 300), "03": (30, 300), "04": (60, 600),
+             "05": (60, 900), "06": (60, 600), "07": (60, 600), "08": (60, 900), "09": (60, 600)}
+DEFAULT_ESTIMATE = (60, 600)
+
+
+class PlanError(ValueError):
+    """The command line asks for something the notebooks cannot do; nothing has run."""
+
+
+@dataclass
+class Job:
+    notebook: Path
+    output: Path
+    parameters: dict
+    task: str | None = None
+    seed: int | None = None
+    estimate: float = 0.0
+
+    @property
+    def label(self) -> str:
+        parts = [f"{k}={getattr(self, k)}" for k in ("task", "seed") if getattr(self, k) is not None]
+        return self.notebook.stem + (f" ({', '.join(parts)})" if parts else "")
+
+
+@dataclass
+class Plan:
+    run_dir: Path
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def estimate(self) -> float:
+        return sum(j.estimate for j in self.jobs)
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v for item in values or [] for v in item.replace(",", " ").split()]
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word is a string, as with papermill's -p
+
+
+def declared_parameters(notebook: Path) -> dict[str, type]:
+    """The parameters a notebook's `parameters` cell declares, mapped to the type of their literal default.
+
+    Read with `ast` rather than papermill's line-based inspector, which skips a line whose comment
+    contains "=" and infers no type without an annotation.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cell = next((c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        return {}
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as e:
+        raise PlanError(f"{notebook.name}: its parameters cell is not plain Python ({e.msg}, line {e.lineno}); "
+                        f"keep it to assignments of literals") from None
+    declared = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+            else []
+        for target in targets:
+            if not isinstance(target, ast.Name):
+                continue
+            try:
+                declared[target.id] = type(ast.literal_eval(node.value))
+            except ValueError:
+                raise PlanError(f"{notebook.name}: parameter {target.id} (line {node.lineno}) is not a literal; "
+                                f"the parameters cell holds literals only (compute derived values in a later cell)"
+                                ) from None
+    return declared
+
+
+def _type_matches(value, expected: type) -> bool:
+    if expected is type(None):
+        return True
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def find_notebooks(notebook_dir: Path, selection: list[str] | None) -> list[Path]:
+    """Notebooks of `notebook_dir` in order, or those whose names start with a prefix of `selection`."""
+    if not notebook_dir.is_dir():
+        raise PlanError(f"no notebook folder at {notebook_dir}; pass --notebook-dir")
+    available = sorted(p for p in notebook_dir.glob("*.ipynb") if not p.name.startswith("."))
+    if not selection:
+        if not available:
+            raise PlanError(f"no notebooks in {notebook_dir}")
+        return available
+    chosen: list[Path] = []
+    for item in selection:
+        path = Path(item)
+        matches = [path] if path.suffix == ".ipynb" and path.is_file() else \
+            [p for p in available if p.name.startswith(item)]
+        if not matches:
+            raise PlanError(f"no notebook matches {item!r}; available: {', '.join(p.name for p in available) or 'none'}")
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def _previous_timings(root: Path, mode: str) -> dict[str, float]:
+    """Mean seconds per notebook (and per notebook+task) over earlier runs' timings.json in this mode."""
+    sums: dict[str, list[float]] = {}
+    for path in sorted(root.glob("*/timings.json")):
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if data.get("mode") != mode:
+            continue
+        for job in data.get("jobs", []):
+            if job.get("status") == "ok":
+                for key in (job["notebook"], f"{job['notebook']}|{job.get('task')}"):
+                    sums.setdefault(key, []).append(float(job["seconds"]))
+    return {k: sum(v) / len(v) for k, v in sums.items()}
+
+
+def _estimate(job: Job, mode: str, previous: dict[str, float]) -> float:
+    key = f"{job.notebook.stem}|{job.task}"
+    if key in previous:
+        return previous[key]
+    if job.notebook.stem in previous:
+        return previous[job.notebook.stem]
+    fast, full = ESTIMATES.get(job.notebook.name[:2], DEFAULT_ESTIMATE)
+    return fast if mode == "fast" else full
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Check the command line against the notebooks' parameters and list the executions; runs nothing."""
+    root = Path(args.runs_dir).resolve() if args.runs_dir else runs_dir()
+    name = args.name or args.mode
+    if not name or "/" in name or name.startswith("."):
+        raise PlanError(f"--name must be a plain folder name such as 'paper', got {name!r}")
+    run_dir = root / name
+    notebooks = find_notebooks(Path(args.notebook_dir).resolve() if args.notebook_dir else _repo_root() / "notebooks",
+                               _split(args.notebooks))
+    tasks = _split(args.tasks) or ["retrieval"]
+    if tasks == ["all"]:
+        tasks = list(TASKS)
+    try:
+        for t in tasks:
+            check_task(t)
+    except ValueError as e:
+        raise PlanError(f"--tasks: {e}, or all") from None
+    seeds = [_literal(s) for s in _split(args.seeds) or ["0"]]
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise PlanError(f"--seeds takes non-negative ints such as 0,1,2, got {' '.join(_split(args.seeds))}")
+
+    raw = {}
+    for key, text in args.param or []:
+        if key in RESERVED:
+            raise PlanError(f"-p {key} is set by the runner; use {RESERVED[key]} instead")
+        raw[key] = text
+    declared = {nb: declared_parameters(nb) for nb in notebooks}
+    extra = {}
+    for key, text in raw.items():
+        owners = {nb: d[key] for nb, d in declared.items() if key in d}
+        if not owners:
+            valid = sorted({k for d in declared.values() for k in d} - set(RESERVED))
+            raise PlanError(f"no selected notebook declares a parameter {key!r}; valid -p parameters: "
+                            f"{', '.join(valid) or 'none'} (see each notebook's parameters cell)")
+        value = _literal(text)
+        if all(t is str for t in owners.values()) and not isinstance(value, str):
+            value = text  # a string parameter takes the text as typed: -p seeds 0,1,2 gives "0,1,2"
+        extra[key] = value
+        for nb, expected in owners.items():
+            if not _type_matches(value, expected):
+                raise PlanError(f"-p {key} {value!r} is a {type(value).__name__} but {nb.name} declares {key} "
+                                f"as a {expected.__name__}; pass a value of that type "
+                                f"(strings with spaces or commas in quotes)")
+
+    given = {"fast": args.mode == "fast", "output_dir": str(run_dir), "device": args.device, **extra}
+    previous = _previous_timings(root, args.mode)
+    plan = Plan(run_dir)
+    for nb in notebooks:
+        d = declared[nb]
+        for task in (tasks if "task" in d else [None]):
+            for seed in (seeds if "seed" in d else [None]):
+                params = {k: v for k, v in given.items() if k in d}
+                if task is not None:
+                    params["task"] = task
+                if seed is not None:
+                    params["seed"] = seed
+                suffix = (f"__{task}" if task else "") + (f"__seed{seed}" if seed is not None else "")
+                job = Job(nb, run_dir / "notebooks" / f"{nb.stem}{suffix}.ipynb", params, task, seed)
+                job.estimate = _estimate(job, args.mode, previous)
+                plan.jobs.append(job)
+    return plan
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def _check_kernel(name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    manager = KernelSpecManager()
+    try:
+        manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        raise PlanError(f"no Jupyter kernel named {name!r}; available: {', '.join(manager.find_kernel_specs())}; "
+                        f"pass --kernel or install one with `python -m ipykernel install --user`") from None
+
+
+def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool = True) -> int:
+    """Execute the jobs in order; returns 0, or 1 after the first failure (its notebook is kept)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    timings = {"mode": mode, "jobs": []}
+    start_all = time.perf_counter()
+    n = len(plan.jobs)
+    status = 0
+    for i, job in enumerate(plan.jobs, 1):
+        print(f"[{i}/{n}] {job.label}  (elapsed {_fmt(time.perf_counter() - start_all)}, "
+              f"estimate {_fmt(job.estimate)})", flush=True)
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        error = None
+        try:
+            papermill.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
+                                       kernel_name=kernel, progress_bar=progress, cwd=str(job.notebook.parent),
+                                       execution_timeout=timeout)
+        except PapermillExecutionError as e:
+            error = f"{e.ename}: {e.evalue} (at In [{e.exec_count}])"
+        except Exception as e:  # kernel death, timeout, unreadable notebook: still report where it stopped
+            error = f"{type(e).__name__}: {e}"
+        seconds = time.perf_counter() - start
+        timings["jobs"].append({"notebook": job.notebook.stem, "task": job.task, "seed": job.seed,
+                                "output": str(job.output), "seconds": round(seconds, 2),
+                                "status": "failed" if error else "ok"})
+        write_json(timings, plan.run_dir / "timings.json")
+        try:
+            write_results(plan.run_dir)
+        except ValueError as e:  # a broken metrics file should not hide the notebook's own outcome
+            print(f"  warning: results.csv not updated: {e}", file=sys.stderr)
+        if error:
+            print(f"FAILED [{i}/{n}] {job.label} after {_fmt(seconds)}\n  error: {error}\n"
+                  f"  the partially executed notebook is {job.output}", file=sys.stderr, flush=True)
+            status = 1
+            break
+        print(f"  done in {_fmt(seconds)}", flush=True)
+    total = _fmt(time.perf_counter() - start_all)
+    print(f"{'stopped' if status else 'finished'} after {total}; results in {plan.run_dir / 'results.csv'}", flush=True)
+    return status
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mdlib-run", description="Run the mdlib notebooks in order with papermill.",
+                                epilog="example: mdlib-run --mode fast --notebooks 01 04 --seeds 0,1,2 -p df_size 200")
+    p.add_argument("--mode", choices=("fast", "full"), default="full", help="fast: tiny data and loops (default full)")
+    p.add_argument("--name", help="run folder name under runs/ (default: the mode)")
+    p.add_argument("--notebooks", nargs="+", metavar="PREFIX", help="notebook name prefixes, e.g. 00 01 (default all)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help=f"tasks for notebooks that declare `task`: {', '.join(TASKS)} or all (default retrieval)")
+    p.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds for notebooks that declare `seed`, e.g. 0,1,2")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="a notebook parameter, VALUE parsed as a Python literal (repeatable)")
+    p.add_argument("--device", default="auto", help="device for notebooks that declare `device` (default auto)")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel (default python3)")
+    p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell (default: no limit)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
+    p.add_argument("--notebook-dir", help="folder of notebooks (default: the repository's notebooks/)")
+    p.add_argument("--runs-dir", help="folder of run folders (default: $MDLIB_RUNS or the repository's runs/)")
+    p.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        plan = make_plan(args)
+        if not args.dry_run:
+            _check_kernel(args.kernel)
+    except PlanError as e:
+        print(f"mdlib-run: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(plan.jobs)} notebook run(s) in {args.mode} mode -> {plan.run_dir}")
+    for i, job in enumerate(plan.jobs, 1):
+        params = ", ".join(f"{k}={v!r}" for k, v in job.parameters.items() if k != "output_dir")
+        print(f"  {i:>2}. {job.label:<46} ~{_fmt(job.estimate):>7}  {params}")
+    print(f"estimated total: {_fmt(plan.estimate)}", flush=True)
+    if args.dry_run:
+        return 0
+    return run_plan(plan, mode=args.mode, kernel=args.kernel, timeout=args.timeout, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

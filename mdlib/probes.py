@@ -1,0 +1,83 @@
+"""Unimodal probes (the paper's "Acc." row): does f' keep the original unimodal knowledge?
+
+Linear classifiers g_I and g_T are trained on the *original* model's unimodal embeddings (the
+image and text [CLS] states of f_I and f_T) to predict a property of the example; their
+accuracy on an unlearned model's embeddings measures how much of that unimodal knowledge
+survived. If f'_I(I) = f_I(I), then g_I(f'_I(I)) = g_I(f_I(I)) and the accuracy is unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data.examples import ExampleSet
+from .models import MultimodalModel
+from .tasks.base import Task
+
+
+@torch.no_grad()
+def unimodal_embeddings(model: MultimodalModel, task: Task, examples: ExampleSet,
+                        batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Image and text [CLS] states of every example: (N, n_images * H_img) and (N, H_txt)."""
+    model.eval()
+    device = next(model.parameters()).device
+    images, texts = [], []
+    for batch in examples.batches(batch_size, device=device):
+        enc = task.encode(model, batch)
+        images.append(enc.image[:, :, 0].flatten(1).float().cpu())
+        texts.append(enc.text[:, 0].float().cpu())
+    return torch.cat(images).numpy(), torch.cat(texts).numpy()
+
+
+@dataclass
+class UnimodalProbe:
+    """g_I and g_T: logistic regressions fitted on f's unimodal embeddings of `fit_on` examples."""
+
+    image_probe: object
+    text_probe: object
+
+    @classmethod
+    def fit(cls, model: MultimodalModel, task: Task, examples: ExampleSet, labels: np.ndarray,
+            seed: int = 0) -> "UnimodalProbe":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        img, txt = unimodal_embeddings(model, task, examples)
+        make = lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))  # noqa: E731
+        return cls(make().fit(img, labels), make().fit(txt, labels))
+
+    def accuracy(self, model: MultimodalModel, task: Task, examples: ExampleSet, labels: np.ndarray) -> dict[str, float]:
+        """Probe accuracy (%) on `model`'s embeddings: image, text and their mean."""
+        img, txt = unimodal_embeddings(model, task, examples)
+        a_img = 100 * float((self.image_probe.predict(img) == labels).mean())
+        a_txt = 100 * float((self.text_probe.predict(txt) == labels).mean())
+        return {"probe_image": a_img, "probe_text": a_txt, "probe_acc": (a_img + a_txt) / 2}
+
+
+def scene_labels(task: Task, examples: ExampleSet, attribute: str = "top_left_colour") -> np.ndarray:
+    """A property of each example's (first) scene that both its image and its text reveal.
+
+    `top_left_colour`: the colour of the object in the top-left quadrant, or "none" (9 classes);
+    `n_objects`: how many objects the scene holds; `shapes`: the shape of the first object.
+    """
+    world = getattr(task, "world", None)
+    if world is None:
+        raise ValueError(f"scene labels need a task on the scene world; {task.name!r} has none")
+    index = examples.fields["image_index"]
+    index = index[:, 0] if index.dim() > 1 else index
+    out = []
+    for i in index.tolist():
+        scene = world.scenes[i]
+        if attribute == "top_left_colour":
+            obj = scene.at("top left")
+            out.append(obj.colour if obj else "none")
+        elif attribute == "n_objects":
+            out.append(str(len(scene.objects)))
+        elif attribute == "shapes":
+            out.append(scene.objects[0].shape)
+        else:
+            raise ValueError(f"unknown attribute {attribute!r}; use top_left_colour, n_objects or shapes")
+    return np.asarray(out)

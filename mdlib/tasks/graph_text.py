@@ -1,0 +1,138 @@
+"""Graph-text relation classification (PGR-shaped) on real gene-phenotype relations of the HPO.
+
+An example is a sentence claiming that a gene relates to a phenotype ("mutations in SERPINB6
+cause hearing impairment") together with the pair's neighbourhood in the HPO: a subgraph of a
+few dozen genes and phenotype terms cut from the annotations that are not examples themselves.
+Label 1 = the HPO annotates the gene with the phenotype; 0 = it does not, not even through a more
+specific term. True and false claims share their templates, and every gene and phenotype occurs
+as often in false claims as in true ones, so the label lies in the relation, not in the wording
+or in degrees. The deletion unit is the relation: all its sentences leave D_train together.
+Data: mdlib/data/hpo.py and data/hpo/README.md.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data.examples import ExampleSet
+from ..data.hpo import (SPLITS, TEMPLATES, GraphTextData, graph_text_dataset, load_extract, node_feature_size,
+                        relation_sentences)
+from ..data.tokenizer import cached_tokenizer
+from ..models import MultimodalModel
+from ..utils import config_hash, data_dir
+from .base import Encoded, Task
+
+
+def gather_graphs(bank: list, index: torch.Tensor):
+    """The subgraphs `bank[index]` as one torch_geometric Batch (the `image` entry of a batch)."""
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list([bank[i] for i in index.tolist()])
+
+
+class GraphTextTask(Task):
+    name = "graph-text"
+    n_classes = 2
+    unit_name = "relation"
+    variable_image_tokens = True
+    class_names = ("not related", "related")
+
+    @classmethod
+    def build(cls, fast: bool = False, model_defaults: dict | None = None, *, seed: int = 0, path=None,
+              sentences_per_relation: int = 3, max_nodes: int = 32, vocab_size: int = 2000) -> "GraphTextTask":
+        """The task on the HPO extract (`path`, default data/hpo/): 400 relations in fast mode, all 4,000
+        otherwise, split 80/10/10 by relation. The tokenizer is trained on the sentences of every relation
+        of the extract (so fast and full mode share it) and cached under data_dir()/worlds/."""
+        extract = load_extract(path)
+        data = graph_text_dataset(extract, fast=fast, seed=seed, sentences_per_relation=sentences_per_relation,
+                                  max_nodes=max_nodes)
+        texts = [s for g, p, _ in extract.relations.tolist()
+                 for s in relation_sentences(extract, g, p, sentences_per_relation, seed)]
+        key = config_hash(extract.metadata["sha256"], TEMPLATES, seed, sentences_per_relation, vocab_size)
+        tokenizer = cached_tokenizer(texts, data_dir() / "worlds" / f"hpo-{key}-graph-text-tokenizer", vocab_size)
+        defaults = dict(model_defaults or {}, modality="graph", node_features=node_feature_size(extract),
+                        graph_layers=2 if fast else 3, vocab_size=tokenizer.vocab_size)
+        return cls.from_data(data, tokenizer, defaults)
+
+    @classmethod
+    def from_data(cls, data: GraphTextData, tokenizer, model_defaults: dict) -> "GraphTextTask":
+        """Examples (one per sentence) from the dataset; unit = the relation's row in relations.tsv."""
+        import pandas as pd
+
+        max_len = model_defaults.get("max_text_len", 64)
+        k = len(data.sentences[0])
+        enc = tokenizer([s for ss in data.sentences for s in ss], padding="max_length", truncation=True,
+                        max_length=max_len, return_tensors="pt")
+        graph_index = torch.arange(len(data.rows)).repeat_interleave(k)
+        units = torch.as_tensor(data.rows, dtype=torch.long)
+        fields = {
+            "image_index": graph_index, "input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+            "label": torch.as_tensor(data.relations[:, 2], dtype=torch.long).repeat_interleave(k),
+            "unit": units.repeat_interleave(k), "example_id": (units[:, None] * k + torch.arange(k)).reshape(-1),
+        }
+        everything = ExampleSet(fields, {"image": data.graphs}, gather_graphs, name="all")
+        splits = [everything.with_units(data.rows[data.split == i], s) for i, s in enumerate(SPLITS)]
+        task = cls(*splits, tokenizer=tokenizer, model_defaults=model_defaults)
+        task.data = data
+        x = data.extract
+        task.relations = pd.DataFrame({
+            "unit": data.rows, "gene": [x.ids[g] for g in data.relations[:, 0]],
+            "gene_symbol": [x.names[g] for g in data.relations[:, 0]],
+            "phenotype": [x.ids[p] for p in data.relations[:, 1]],
+            "phenotype_name": [x.names[p] for p in data.relations[:, 1]],
+            "label": data.relations[:, 2], "split": [SPLITS[s] for s in data.split],
+        }).set_index("unit")
+        return task
+
+    # -- readouts -------------------------------------------------------------------------
+    def encode(self, model: MultimodalModel, batch) -> Encoded:
+        """image: (B, 1, 1 + N_max, H) graph states with mask (B, 1, 1 + N_max); text: (B, L, H)."""
+        states, mask = model.encode_image(batch["image"])
+        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        return Encoded(states[:, None], mask[:, None], text, batch["attention_mask"])
+
+    @staticmethod
+    def unimodal(enc: Encoded) -> torch.Tensor:
+        """[f_I(G); f_T(T)] flattened to (B, D), padded nodes and tokens zeroed (D follows the batch's widths)."""
+        image = enc.image * enc.image_mask[..., None]
+        text = enc.text * enc.text_mask[..., None]
+        return torch.cat([image.flatten(1), text.flatten(1)], dim=1)
+
+    @torch.no_grad()
+    def evaluate(self, model: MultimodalModel, split: str | ExampleSet = "test", batch_size: int = 256) -> dict[str, float]:
+        """Accuracy (d_test, in %), the AUC (x100) of P(related) and its mean on true and on false claims."""
+        from ..metrics import accuracy, auc
+
+        examples = self.split(split) if isinstance(split, str) else split
+        model.eval()
+        device = next(model.parameters()).device
+        logits, labels = [], []
+        for batch in examples.batches(batch_size, device=device):
+            logits.append(self.logits(model, self.fused(model, self.encode(model, batch))).float().cpu())
+            labels.append(batch["label"].cpu())
+        logits, labels = torch.cat(logits), torch.cat(labels)
+        p = logits.softmax(-1)[:, 1].numpy()
+        y = labels.numpy() == 1
+        acc = accuracy(logits, labels)
+        out = {"d_test": acc, "accuracy": acc}
+        if y.any() and (~y).any():
+            out |= {"auc": 100 * auc(p[y], p[~y]), "p_related_true": float(p[y].mean()),
+                    "p_related_false": float(p[~y].mean())}
+        return out
+
+    def describe(self, unit: int) -> str:
+        """One line about a relation: its gene, phenotype, label and split."""
+        if unit not in self.relations.index:
+            raise KeyError(f"relation {unit} is not part of this task")
+        r = self.relations.loc[unit]
+        verdict = "known to the HPO" if r.label else "not in the HPO"
+        return f"relation {unit}: {r.gene_symbol} ({r.gene}) - {r.phenotype_name} ({r.phenotype}): {verdict} [{r.split}]"
+
+
+def relation_counts(task: GraphTextTask) -> dict[str, dict[str, int]]:
+    """Relations per split and label, for a quick look at the balance."""
+    t = task.relations
+    return {s: {c: int(((t.split == s) & (t.label == i)).sum()) for i, c in enumerate(task.class_names)}
+            for s in SPLITS}
+
+
+__all__ = ["GraphTextTask", "gather_graphs", "relation_counts"]

@@ -1,0 +1,50 @@
+"""NLVR-style reasoning (NLVR2-shaped) over pairs of images of the embedded scene world.
+
+An example is (left image, right image, statement), labelled true (1) or false (0): "both
+images contain a red shape", "the left image has more circles than the right image"...
+(see `mdlib.data.reasoning`). The model fuses each image with the statement and the head
+reads both fused [CLS] concatenated (`n_images = 2`): a batch's `image` is (B, 2, 3, S, S)
+and `image_index` is (N, 2).
+
+The images of each split are paired once, so every image belongs to exactly one pair; the
+deletion unit is the pair (all statements about a deleted pair, and hence about both of its
+images, leave together). Metric: accuracy; D_f score on P(true label). The objective is
+`StatementTask.training_loss` (cross-entropy + description ITC on both images).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.reasoning import NLVR_LABELS, NLVR_TEMPLATES, Statement, world_pairs
+from ..data.world import SceneWorld
+from .entailment import StatementTask
+
+
+class NLVRTask(StatementTask):
+    name = "nlvr"
+    n_classes = 2
+    n_images = 2
+    unit_name = "pair"
+    class_names = NLVR_LABELS
+    templates = NLVR_TEMPLATES
+
+    @classmethod
+    def build(cls, world: SceneWorld, model_defaults: dict, tokenizer_path, per_pair: int = 8) -> "NLVRTask":
+        """The task on an embedded world, with a tokenizer trained on its texts (cached at `tokenizer_path`)."""
+        made = world_pairs(world, per_pair)
+        tokenizer = cls._tokenizer(world, made[2], tokenizer_path)
+        return cls.from_world(world, tokenizer, dict(model_defaults, vocab_size=tokenizer.vocab_size),
+                              per_pair=per_pair, made=made)
+
+    @classmethod
+    def from_world(cls, world: SceneWorld, tokenizer, model_defaults: dict, per_pair: int = 8,
+                   made: tuple[np.ndarray, np.ndarray, list[list[Statement]]] | None = None) -> "NLVRTask":
+        """Examples: `per_pair` statements per pair; fields image_index (N, 2), label (N,), template (N,),
+        unit = the pair id (a row of `task.pairs`, (P, 2) image indices)."""
+        pairs, pair_split, statements = made if made is not None else world_pairs(world, per_pair)
+        pair_of = torch.as_tensor(np.repeat(np.arange(len(pairs)), [len(ss) for ss in statements]))
+        task = cls._assemble(world, tokenizer, model_defaults, statements, torch.as_tensor(pairs)[pair_of], pair_of,
+                             pair_split)
+        task.pairs = pairs
+        return task

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up (./scripts/setup.sh) and run every test: unit tests, then nbval over every notebook in fast mode.
+# Data and checkpoints go to a fresh temporary folder, so the run proves a clean clone works.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+. .venv/bin/activate
+export CI=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+export MDLIB_DATA="${MDLIB_DATA:-$(mktemp -d -t mdlib-test-XXXXXX)}"
+echo "test data and checkpoints in $MDLIB_DATA"
+python -m pytest tests "$@"
+python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks "$@"

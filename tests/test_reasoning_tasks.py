@@ -1,0 +1,276 @@
+"""Visual entailment and NLVR-style tasks: labels (checked by an independent reader of the
+statements), balance, image-dependence, whole deletion units, batch shapes, learning, determinism."""
+from __future__ import annotations
+
+import collections
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from mdlib.data.reasoning import (
+    CONTRADICTION, ENTAILMENT, ENTAILMENT_TEMPLATES, NEUTRAL, NLVR_TEMPLATES, entailment_hypotheses, fit_tokenizer,
+    nlvr_statements, pair_images,
+)
+from mdlib.data.scenes import COLOURS, QUADRANTS, SHAPES, SIZES, Scene, SceneObject
+from mdlib.data.tokenizer import train_tokenizer
+from mdlib.tasks import load_task
+
+# --------------------------------------------------------------------------------------
+# An independent reader of the statements: parses the text and decides it on the scene
+# --------------------------------------------------------------------------------------
+
+_SHAPE = "|".join(SHAPES) + "|shape"
+_NP = (rf"(?:an? )?(?P<{{p}}size>(?:{'|'.join(SIZES)}) )?(?P<{{p}}colour>(?:{'|'.join(COLOURS)}) )?"
+       rf"(?P<{{p}}shape>{_SHAPE})(?: in the (?P<{{p}}quad>{'|'.join(QUADRANTS)}))?")
+_PL = rf"(?P<colour>(?:{'|'.join(COLOURS)}) )?(?P<noun>{'|'.join(s + ('es' if s.endswith('s') else 's') for s in SHAPES)}|shapes)"
+_UNSEEN = r"(?P<pre>(?:heavy|hollow|warm) )?"
+_POST = r"(?P<post> made of \w+| with something hidden behind it)?"
+_NUM = {"one": 1, "two": 2, "three": 3, "four": 4}
+
+
+def _fits(o: SceneObject, m: re.Match, p: str = "") -> bool:
+    g = {k: (v.strip() if v else None) for k, v in m.groupdict().items()}
+    return ((g[p + "size"] is None or o.size == g[p + "size"]) and (g[p + "colour"] is None or o.colour == g[p + "colour"])
+            and (g[p + "shape"] in (None, "shape") or o.shape == g[p + "shape"])
+            and (g[p + "quad"] is None or o.quadrant == g[p + "quad"]))
+
+
+def _rel(a: SceneObject, b: SceneObject) -> str | None:
+    (ra, ca), (rb, cb) = [(q.split()[0], q.split()[1]) for q in (a.quadrant, b.quadrant)]
+    if ra == rb and ca != cb:
+        return "to the left of" if ca == "left" else "to the right of"
+    if ca == cb and ra != rb:
+        return "above" if ra == "top" else "below"
+    return None
+
+
+def read_entailment(text: str, scene: Scene) -> int:
+    """The label of a hypothesis on a scene, from the text alone (independent of mdlib.data.reasoning)."""
+    m = re.fullmatch(r"there (?:is|are)(?P<neg> not)? (?P<n>one|two|three|four) shapes?", text)
+    if m:
+        holds = len(scene.objects) == _NUM[m["n"]]
+        return ENTAILMENT if holds != bool(m["neg"]) else CONTRADICTION
+    m = re.fullmatch(r"there is (?P<det>no|an?) " + _NP.format(p="a") + r" (?P<rel>to the left of|to the right of|above|below) "
+                     + _NP.format(p="b"), text)
+    if m:
+        holds = any(_rel(a, b) == m["rel"] and _fits(a, m, "a") and _fits(b, m, "b")
+                    for a in scene.objects for b in scene.objects if a is not b)
+        return ENTAILMENT if holds != (m["det"] == "no") else CONTRADICTION
+    m = re.fullmatch(r"there is (?P<det>no|an?) " + _UNSEEN + _NP.format(p="").replace("(?:an? )?", "") + _POST, text)
+    assert m, f"unreadable hypothesis {text!r}"
+    holds = any(_fits(o, m) for o in scene.objects)
+    negated = m["det"] == "no"
+    if m["pre"] or m["post"]:  # a property the picture cannot show
+        return NEUTRAL if holds else (ENTAILMENT if negated else CONTRADICTION)
+    return ENTAILMENT if holds != negated else CONTRADICTION
+
+
+def read_nlvr(text: str, left: Scene, right: Scene) -> int:
+    """The truth (1/0) of an NLVR statement on a pair, from the text alone."""
+    sides = {"left": left, "right": right}
+    m = re.fullmatch(r"the (?P<side>left|right) image has (?P<comp>more|fewer) " + _PL + r" than the (?P<other>left|right) image",
+                     text)
+    if m:
+        noun = m["noun"][:-2] if m["noun"].endswith("ses") else m["noun"][:-1]
+
+        def n(s):
+            return sum((m["colour"] is None or o.colour == m["colour"].strip()) and (noun == "shape" or o.shape == noun)
+                       for o in s.objects)
+        this, other = n(sides[m["side"]]), n(sides[m["other"]])
+        return int(this > other if m["comp"] == "more" else this < other)
+    m = re.fullmatch(r"(?P<q>the left image contains|the right image contains|both images contain|exactly one image contains|"
+                     r"neither image contains) " + _NP.format(p=""), text)
+    assert m, f"unreadable statement {text!r}"
+    has = [any(_fits(o, m) for o in s.objects) for s in (left, right)]
+    return int({"the left image contains": has[0], "the right image contains": has[1], "both images contain": all(has),
+                "exactly one image contains": has[0] != has[1], "neither image contains": not any(has)}[m["q"]])
+
+
+def random_scene(rng: np.random.Generator, n: int | None = None) -> Scene:
+    n = int(rng.integers(2, 4)) if n is None else n
+    quads = rng.choice(len(QUADRANTS), n, replace=False)
+    return Scene(tuple(SceneObject(SHAPES[rng.integers(8)], list(COLOURS)[rng.integers(8)], SIZES[rng.integers(2)],
+                                   QUADRANTS[q]) for q in sorted(quads)), "ada")
+
+
+RED_CIRCLE = SceneObject("circle", "red", "large", "top left")
+BLUE_STAR = SceneObject("star", "blue", "small", "top right")
+GREEN_SQUARE = SceneObject("square", "green", "small", "bottom right")
+SCENE_A = Scene((RED_CIRCLE, BLUE_STAR), "ada")
+SCENE_B = Scene((BLUE_STAR, GREEN_SQUARE, SceneObject("circle", "red", "small", "bottom left")), "ada")
+
+
+def test_reader_on_hand_written_hypotheses():
+    cases = {
+        "there is a red circle": ENTAILMENT, "there is no red circle": CONTRADICTION,
+        "there is a green circle": CONTRADICTION, "there is no green circle": ENTAILMENT,
+        "there is a large red circle in the top left": ENTAILMENT, "there is a small red circle": CONTRADICTION,
+        "there is a red circle to the left of a blue star": ENTAILMENT, "there is a red circle above a blue star": CONTRADICTION,
+        "there is a red circle made of wood": NEUTRAL, "there is a green circle made of wood": CONTRADICTION,
+        "there is no heavy red circle": NEUTRAL, "there is no heavy green circle": ENTAILMENT,
+        "there are two shapes": ENTAILMENT, "there are not two shapes": CONTRADICTION, "there are three shapes": CONTRADICTION,
+    }
+    for text, label in cases.items():
+        assert read_entailment(text, SCENE_A) == label, text
+    assert read_nlvr("both images contain a blue star", SCENE_A, SCENE_B) == 1
+    assert read_nlvr("the left image has fewer shapes than the right image", SCENE_A, SCENE_B) == 1
+    assert read_nlvr("the left image has more red shapes than the right image", SCENE_A, SCENE_B) == 0
+    assert read_nlvr("exactly one image contains a square", SCENE_A, SCENE_B) == 1
+
+
+def test_entailment_labels_correct_and_balanced_on_hand_built_scenes():
+    rng = np.random.default_rng(0)
+    per_template = collections.Counter()
+    for k in range(300):
+        scene = SCENE_A if k == 0 else random_scene(rng)
+        hyps = entailment_hypotheses(scene, rng, n=6)
+        assert sorted(h.label for h in hyps) == [0, 0, 1, 1, 2, 2]  # two of each label per image
+        for h in hyps:
+            assert read_entailment(h.text, scene) == h.label, (h, scene)
+            assert h.template in ENTAILMENT_TEMPLATES
+            per_template[h.template, h.label] += 1
+    # every template is close to 50/50 between its two labels: the hypothesis alone does not decide
+    for t in ENTAILMENT_TEMPLATES:
+        counts = [per_template[t, lab] for lab in range(3) if per_template[t, lab]]
+        assert len(counts) == 2 and max(counts) / sum(counts) < 0.65, (t, counts)
+
+
+def test_nlvr_labels_correct_and_balanced_on_hand_built_pairs():
+    rng = np.random.default_rng(1)
+    per_template = collections.Counter()
+    for k in range(300):
+        left, right = (SCENE_A, SCENE_B) if k == 0 else (random_scene(rng), random_scene(rng))
+        stmts = nlvr_statements(left, right, rng, n=8)
+        assert sum(s.label for s in stmts) == 4
+        for s in stmts:
+            assert read_nlvr(s.text, left, right) == s.label, (s, left, right)
+            per_template[s.template, s.label] += 1
+    for t in NLVR_TEMPLATES:
+        assert max(per_template[t, 0], per_template[t, 1]) / (per_template[t, 0] + per_template[t, 1]) < 0.62, t
+
+
+def test_same_hypothesis_gets_different_labels_on_different_scenes():
+    rng = np.random.default_rng(2)
+    labels = collections.defaultdict(set)
+    for _ in range(400):
+        scene = random_scene(rng)
+        for h in entailment_hypotheses(scene, rng):
+            labels[h.text].add(h.label)
+    texts_with_two = [t for t, ls in labels.items() if len(ls) > 1]
+    assert len(texts_with_two) >= 50
+    assert {"there are two shapes", "there are three shapes"} <= set(texts_with_two)
+    # and the same exact words decided by hand on two scenes:
+    assert read_entailment("there is a green square", SCENE_A) == CONTRADICTION
+    assert read_entailment("there is a green square", SCENE_B) == ENTAILMENT
+
+
+def test_bad_counts_raise():
+    with pytest.raises(ValueError, match="multiple of 6"):
+        entailment_hypotheses(SCENE_A, np.random.default_rng(0), n=4)
+    with pytest.raises(ValueError, match="even"):
+        nlvr_statements(SCENE_A, SCENE_B, np.random.default_rng(0), n=3)
+
+
+def test_pair_images_disjoint_and_seeded():
+    pairs = pair_images(np.arange(11), np.random.default_rng(0))
+    assert pairs.shape == (5, 2) and len(np.unique(pairs)) == 10
+    assert np.array_equal(pairs, pair_images(np.arange(11), np.random.default_rng(0)))
+
+
+def test_stale_tokenizer_cache_is_retrained(tmp_path):
+    train_tokenizer(["a completely different vocabulary"], path=tmp_path)
+    tok = fit_tokenizer(["there is a red circle", "there is no blue star"], tmp_path)
+    assert all(w in tok.get_vocab() for w in ("red", "circle", "star"))
+
+
+# --------------------------------------------------------------------------------------
+# The tasks on the embedded world (fast mode)
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def entailment():
+    return load_task("entailment", fast=True)
+
+
+@pytest.fixture(scope="module")
+def nlvr():
+    return load_task("nlvr", fast=True)
+
+
+def test_task_shapes_and_balance(entailment, nlvr):
+    for task, n_images, n_classes in ((entailment, 1, 3), (nlvr, 2, 2)):
+        assert task.n_images == n_images and task.n_classes == n_classes == len(task.class_names)
+        assert task.model_config().n_images == n_images
+        for split in ("train", "val", "test"):
+            counts = torch.bincount(task.split(split).fields["label"], minlength=n_classes)
+            assert counts.min() == counts.max(), (task.name, split, counts)  # exactly balanced
+        b = task.train.batch(torch.arange(5))
+        assert b["image"].shape == ((5, 3, 32, 32) if n_images == 1 else (5, 2, 3, 32, 32))
+        assert b["image_index"].shape == ((5,) if n_images == 1 else (5, 2))
+        assert b["input_ids"].shape == b["attention_mask"].shape and b["input_ids"].shape[0] == 5
+        model = task.build_model()
+        fused = task.fused(model, task.encode(model, b))
+        assert fused.shape == (5, n_images * model.config.hidden)
+        assert task.logits(model, fused).shape == (5, n_classes)
+        assert task.true_probability(model, task.val).shape == (len(task.val),)
+        assert 0 <= task.evaluate(model, "val")["d_test"] <= 100
+
+
+def test_splits_by_image(entailment, nlvr):
+    for task in (entailment, nlvr):
+        images = [set(task.split(s).fields["image_index"].flatten().tolist()) for s in ("train", "val", "test")]
+        assert not (images[0] & images[1]) and not (images[0] & images[2]) and not (images[1] & images[2])
+        for s, imgs in zip(("train", "val", "test"), images):
+            assert all(task.world.split[i] == s for i in imgs)
+    # every image in at most one NLVR pair
+    assert len(np.unique(nlvr.pairs)) == nlvr.pairs.size
+
+
+@pytest.mark.parametrize("size", [7, 0.1])
+def test_deletion_units_whole(entailment, nlvr, size):
+    for task in (entailment, nlvr):
+        forget, retain = task.forget_split(size, seed=3)
+        fu, ru = set(forget.units()), set(retain.units())
+        assert fu and not (fu & ru) and len(forget) + len(retain) == len(task.train)
+        # every example of a deleted image (whichever side of a pair it is on) is in D_f
+        f_img = set(forget.fields["image_index"].flatten().tolist())
+        r_img = set(retain.fields["image_index"].flatten().tolist())
+        assert not (f_img & r_img)
+        all_img = task.train.fields["image_index"].reshape(len(task.train), -1)
+        touching = np.isin(all_img.numpy(), list(f_img)).any(1).sum()
+        assert touching == len(forget)
+
+
+def test_deterministic(entailment, nlvr):
+    again = load_task("entailment", fast=True)
+    assert again.texts == entailment.texts
+    assert torch.equal(again.train.fields["label"], entailment.train.fields["label"])
+    again = load_task("nlvr", fast=True)
+    assert again.texts == nlvr.texts and np.array_equal(again.pairs, nlvr.pairs)
+
+
+@pytest.mark.parametrize("name", ["entailment", "nlvr"])
+def test_tiny_model_loss_decreases(name, entailment, nlvr):
+    task = {"entailment": entailment, "nlvr": nlvr}[name]
+    torch.manual_seed(0)
+    model = task.build_model(task.model_config(hidden=32, intermediate=64, image_layers=1, heads=2))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    batch = task.train.batch(torch.arange(48))
+    losses = []
+    for _ in range(25):
+        loss, logs = task.training_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(logs["loss"])
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_accuracy_by_template(entailment):
+    model = entailment.build_model()
+    acc = entailment.accuracy_by_template(model, "val")
+    assert set(acc) <= set(ENTAILMENT_TEMPLATES) and all(0 <= v <= 100 for v in acc.values())
+    rows = entailment.examples_table("train", n=3)
+    assert len(rows) == 3 and rows[0]["label"] in entailment.class_names

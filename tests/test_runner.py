@@ -1,0 +1,166 @@
+"""The papermill batch runner, the notebook session (setup / record) and the results files."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from mdlib.pipeline import results
+from mdlib.pipeline.notebook import check_rows, setup
+from mdlib.pipeline.runner import main, make_plan, parser
+
+FIXTURE = Path(__file__).parent / "fixtures" / "param_notebook.ipynb"
+
+
+@pytest.fixture
+def nbdir(tmp_path):
+    """A notebook folder with the fixture (declares fast, seed, task, output_dir, scale, fail) and a
+    variant that declares neither task nor seed (and has "=" in a comment, which papermill's inspector trips on)."""
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    shutil.copy(FIXTURE, d / "01_param.ipynb")
+    nb = nbformat.read(FIXTURE, as_version=4)
+    nb.cells[1].source = 'output_dir = ""  # "" = the default folder\nscale = 2.0\nfail = False\nnote = "x"'
+    nb.cells.insert(2, nbformat.v4.new_code_cell('fast, seed, task = None, 5, "nlvr"'))
+    nbformat.write(nb, d / "02_plain.ipynb")
+    return d
+
+
+def run(nbdir, *args):
+    return main(["--notebook-dir", str(nbdir), "--runs-dir", str(nbdir.parent / "runs"), "--no-progress", *args])
+
+
+def plan(nbdir, *args):
+    return make_plan(parser().parse_args(["--notebook-dir", str(nbdir), "--runs-dir", str(nbdir.parent / "runs"),
+                                          *args]))
+
+
+def test_plan_expands_tasks_and_seeds_and_passes_declared_parameters_only(nbdir):
+    p = plan(nbdir, "--mode", "fast", "--tasks", "retrieval,nlvr", "--seeds", "0", "1", "-p", "scale", "3")
+    labels = [j.output.name for j in p.jobs]
+    assert labels == ["01_param__retrieval__seed0.ipynb", "01_param__retrieval__seed1.ipynb",
+                      "01_param__nlvr__seed0.ipynb", "01_param__nlvr__seed1.ipynb", "02_plain.ipynb"]
+    first, plain = p.jobs[0].parameters, p.jobs[-1].parameters
+    assert first == {"fast": True, "seed": 0, "task": "retrieval", "scale": 3,
+                     "output_dir": str(nbdir.parent / "runs" / "fast")}
+    assert "device" not in first  # the fixture does not declare it
+    assert set(plain) == {"output_dir", "scale"}
+    # a string parameter takes the text as typed
+    assert plan(nbdir, "--notebooks", "02", "-p", "note", "0,1").jobs[0].parameters["note"] == "0,1"
+
+
+def test_unknown_or_mistyped_parameter_stops_before_anything_runs(nbdir, capsys):
+    assert run(nbdir, "--mode", "fast", "-p", "bogus", "1") == 2
+    err = capsys.readouterr().err
+    assert "'bogus'" in err and "fail, note, scale" in err
+    assert run(nbdir, "--mode", "fast", "-p", "scale", '"big"') == 2
+    assert "declares scale as a float" in capsys.readouterr().err
+    assert run(nbdir, "--mode", "fast", "-p", "seed", "3") == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert run(nbdir, "--tasks", "cooking") == 2
+    assert "retrieval, entailment" in capsys.readouterr().err
+    assert not (nbdir.parent / "runs").exists()
+
+
+def test_dry_run_runs_nothing(nbdir, capsys):
+    assert run(nbdir, "--mode", "fast", "--dry-run", "--seeds", "0,1") == 0
+    out = capsys.readouterr().out
+    assert "3 notebook run(s)" in out and "estimated total" in out
+    assert not (nbdir.parent / "runs").exists()
+
+
+def test_run_writes_notebooks_results_and_timings(nbdir, capsys):
+    rc = run(nbdir, "--mode", "fast", "--name", "demo", "--notebooks", "01", "--tasks", "retrieval", "nlvr",
+             "--seeds", "0,1", "-p", "scale", "3")
+    assert rc == 0, capsys.readouterr().err
+    run_dir = nbdir.parent / "runs" / "demo"
+    assert len(list((run_dir / "notebooks").glob("*.ipynb"))) == 4
+    executed = nbformat.read(run_dir / "notebooks" / "01_param__nlvr__seed1.ipynb", as_version=4)
+    injected = next(c.source for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "fast = True" in injected and "seed = 1" in injected and "device" not in injected
+
+    df = pd.read_csv(run_dir / "results.csv")
+    assert list(df.columns) == results.COLUMNS
+    d_test = df[df.metric == "d_test"].set_index(["task", "seed"])["value"]
+    assert d_test[("nlvr", 1)] == 6.0 and d_test[("retrieval", 0)] == 3.0
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert timings["mode"] == "fast" and [j["status"] for j in timings["jobs"]] == ["ok"] * 4
+
+    # a later plan estimates from the recorded durations
+    later = plan(nbdir, "--mode", "fast", "--notebooks", "01")
+    assert later.estimate < 60
+
+
+def test_failing_notebook_stops_with_its_path(nbdir, capsys):
+    assert run(nbdir, "--mode", "fast", "--name", "bad", "-p", "fail", "True") == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: the fixture was asked to fail" in err
+    partial = nbdir.parent / "runs" / "bad" / "notebooks" / "01_param__retrieval__seed0.ipynb"
+    assert str(partial) in err and partial.exists()
+    assert not (nbdir.parent / "runs" / "bad" / "notebooks" / "02_plain.ipynb").exists()
+
+
+# --- setup / record / results --------------------------------------------------------------------------------
+
+ROWS = [{"task": "retrieval", "method": "multidelete", "seed": 0, "df_size": 100, "metric": "d_f", "value": 31.5},
+        {"task": "retrieval", "method": "retrain", "seed": 0, "df_size": 100, "metric": "d_f", "value": 50.25}]
+
+
+def test_setup_rejects_wrong_types_with_a_fix(tmp_path):
+    with pytest.raises(TypeError, match=r"seed must be an int, got '3' \(str\); pass -p seed 3"):
+        setup(seed="3", output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="choose one of retrieval"):
+        setup(task="flickr", output_dir=str(tmp_path))
+    with pytest.raises(TypeError, match="pass -p df_size 100"):
+        setup(df_size="a hundred", output_dir=str(tmp_path))
+    s = setup(fast=True, seed=2, device="cpu", output_dir=str(tmp_path), task="nlvr", df_size=10)
+    assert (s.fast, s.seed, s.device.type, s.task, s.params) == (True, 2, "cpu", "nlvr", {"df_size": 10})
+    assert "seed 2" in s.header() and "fast mode on" in s.header()
+
+
+def test_record_is_identical_on_rerun_and_collects(tmp_path):
+    paths = []
+    for _ in range(2):
+        s = setup(fast=True, seed=0, output_dir=str(tmp_path), task="retrieval", df_size=100)
+        s.record(ROWS[:1], "04_demo")
+        paths.append(s.record(ROWS, "04_demo").read_bytes())  # a second call adds rows, no duplicates
+    assert paths[0] == paths[1]
+    df = results.collect(tmp_path)
+    assert list(df.columns) == results.COLUMNS and len(df) == 2
+    table = results.summarise(df, index="method", columns="metric")
+    assert list(table.index) == ["retrain", "multidelete"] and table.loc["retrain", "d_f"] == "50.2"
+    assert results.write_results(tmp_path).read_text().startswith(",".join(results.COLUMNS))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"metric": "D_f"}, "lowercase"), ({"value": float("nan")}, "finite"), ({"task": "cooking"}, "unknown task"),
+    ({"seed": "0"}, "non-negative int"), ({"extra": 1}, "unexpected keys"),
+])
+def test_bad_rows_are_rejected(bad, message):
+    with pytest.raises(ValueError, match=message):
+        check_rows([{**ROWS[0], **bad}])
+
+
+def test_summarise_gives_mean_and_std_over_seeds():
+    df = pd.DataFrame([{**ROWS[0], "seed": s, "value": v} for s, v in [(0, 30.0), (1, 32.0)]])
+    assert results.summarise(df, index="method", columns="metric").loc["multidelete", "d_f"] == "31.0 ± 1.4"
+    numeric = results.summarise(df, index="method", columns="metric", digits=None)
+    assert numeric.loc[("multidelete", "d_f"), "n"] == 2
+
+
+def test_paper_tables():
+    t1 = results.paper_table("table1")
+    avg = t1[t1.column == "avg"].pivot(index="method", columns="metric", values="value")
+    assert tuple(avg.loc["retrain"]) == (50.3, 83.4) and tuple(avg.loc["multidelete"]) == (28.7, 84.2)
+    assert set(t1.task.dropna()) == {"retrieval", "entailment", "nlvr", "graph-text"}
+    wide = results.paper_table("table1", wide=True)
+    assert wide.index[0] == "retrain" and wide.loc["multidelete-f", ("pgr", "d_f")] == 19.5
+    mi = results.paper_table("table3")
+    assert mi[(mi.method == "multidelete") & (mi.column == "avg")].value.item() == 1.27
+    assert set(results.paper_table("ablation").method) >= {"multidelete-no-md", "multidelete-no-mkr"}
+    with pytest.raises(ValueError, match="table1"):
+        results.paper_table("table2")
