@@ -19,7 +19,9 @@ def save_checkpoint(path: str | Path, model: MultimodalModel, meta: dict | None 
     """Save weights, the model config and JSON-like `meta` to `path`, atomically."""
     path = Path(path)
     blob = {"format": FORMAT, "model_config": model.config.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta or {}}
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta or {},
+            # pretrained encoders are rebuilt from their own configs, so loading needs no backbone folder
+            "encoder_configs": {name: enc.config.to_dict() for name, enc in _hf_encoders(model).items()}}
     with atomic_write(path, "wb") as fh:
         torch.save(blob, fh)
     return path
@@ -40,10 +42,33 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
                               f"delete it and run again to retrain")
     try:
         config = ModelConfig(**blob["model_config"])
-        # Pretrained backbones are rebuilt from the config, then overwritten by the saved weights.
-        model = MultimodalModel(config)
+        model = MultimodalModel(config, **_encoders_from_configs(config, blob.get("encoder_configs", {})))
         model.load_state_dict(blob["state_dict"])
     except Exception as e:
         raise CheckpointError(f"the checkpoint {path} does not match its model config ({e}); "
                               f"delete it and run again to retrain") from e
     return model.to(device).eval(), blob.get("meta", {})
+
+
+def _hf_encoders(model: MultimodalModel) -> dict:
+    """The transformers models inside pretrained encoders: {"image": ViTModel, "text": BertModel}."""
+    out = {}
+    if model.config.image_backbone and hasattr(model.image_encoder, "vit"):
+        out["image"] = model.image_encoder.vit
+    if model.config.text_backbone and hasattr(model.text_encoder, "bert"):
+        out["text"] = model.text_encoder.bert
+    return out
+
+
+def _encoders_from_configs(config: ModelConfig, configs: dict) -> dict:
+    """Randomly initialised encoders shaped like the saved pretrained ones (their weights come next)."""
+    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+    from ..models import ImageEncoder, TextEncoder
+
+    out = {}
+    if "image" in configs:
+        out["image_encoder"] = ImageEncoder(ViTModel(ViTConfig.from_dict(configs["image"]), add_pooling_layer=False))
+    if "text" in configs:
+        out["text_encoder"] = TextEncoder(BertModel(BertConfig.from_dict(configs["text"]), add_pooling_layer=False))
+    return out
