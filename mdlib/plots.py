@@ -195,7 +195,8 @@ def probability_histograms(groups: dict[str, np.ndarray], title: str = "", xlabe
 
 
 def metric_curves(history: list[dict], keys=("d_f", "val_d_test"), x: str = "step",
-                  references: dict[str, dict[str, float]] | None = None, best_step: int | None = None) -> Figure:
+                  references: dict[str, dict[str, float]] | None = None, best_step: int | None = None,
+                  title: str = "") -> Figure:
     """The D_f score and D_test over unlearning steps, one panel each, with reference lines.
 
     history: rows with `x` and each key (e.g. `UnlearnResult.history`); references: per key,
@@ -225,7 +226,8 @@ def metric_curves(history: list[dict], keys=("d_f", "val_d_test"), x: str = "ste
         if len(part):
             row = part[part[x] == best_step] if best_step is not None and (part[x] == best_step).any() else part.tail(1)
             finals.append(f"{key} {row[key].iloc[0]:.1f}")
-    fig.suptitle(("kept checkpoint: " if best_step is not None else "final: ") + ", ".join(finals))
+    fig.suptitle((f"{title}: " if title else "") + ("kept checkpoint: " if best_step is not None else "final: ")
+                 + ", ".join(finals))
     fig.tight_layout()
     return fig
 

@@ -102,6 +102,9 @@ class Method:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    # Defaults that differ between the full method and its "-F" variant, e.g. {"fusion": {"lr": 2e-4}};
+    # hyperparameters passed by the caller always win.
+    variant_defaults: ClassVar[dict[str, dict]] = {}
     has_fusion_variant: ClassVar[bool] = True
     uses_retain: ClassVar[bool] = True
 
@@ -110,7 +113,7 @@ class Method:
         unknown = set(hparams) - valid
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for {self.name!r}; valid: {sorted(valid)}")
-        self.config = self.Config(**hparams)
+        self.config = self.Config(**(self.variant_defaults.get("fusion" if fusion_only else "full", {}) | hparams))
         self.config.validate()
         self.fusion_only = fusion_only
 

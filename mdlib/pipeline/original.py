@@ -17,7 +17,7 @@ from ..training import TrainConfig, train
 from ..utils import config_hash, data_dir, resolve_device, seed_everything
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
-FAST_TRAIN = dict(epochs=20, batch_size=32, lr=1e-3, warmup_steps=20, eval_every=20)
+FAST_TRAIN = dict(epochs=40, batch_size=32, lr=1e-3, warmup_steps=20, eval_every=20)
 
 
 def default_train_config(fast: bool, task: Task | None = None) -> TrainConfig:

@@ -189,6 +189,41 @@ class RetrievalTask(Task):
         return self.evaluate(model, examples, k=8, itm_accuracy=False)["d_test"]
 
     @torch.no_grad()
+    def rerank_scores(self, model: MultimodalModel, examples: ExampleSet, k: int = 16):
+        """Score matrices of a split's images against its texts, ALBEF-style.
+
+        Returns (tr_scores (N_img, N_txt), ir_scores (N_img, N_txt), itc (N_img, N_txt), text_to_image,
+        image ids, embeddings): the contrastive similarity shortlists the top `k` candidates of each
+        query, which are re-scored by the ITM log-odds; the rest keep a score far below.
+        """
+        emb = self.embed_split(model, examples)
+        img_states, img_feat, txt_states, txt_mask, txt_feat, t2i, images = emb
+        sim = img_feat @ txt_feat.t()
+        n_img, n_txt = sim.shape
+        kt, ki = min(k, n_txt), min(k, n_img)
+        top_t = sim.topk(kt, dim=1).indices  # TR: each image's top-k texts
+        tr = torch.full_like(sim, -1e4)
+        tr.scatter_(1, top_t, 1e3 + self.match_logodds(
+            model, img_states, txt_states, txt_mask, torch.arange(n_img, device=sim.device).repeat_interleave(kt),
+            top_t.reshape(-1)).view(n_img, kt))
+        top_i = sim.t().topk(ki, dim=1).indices  # IR: each text's top-k images
+        ir = torch.full_like(sim.t(), -1e4)
+        ir.scatter_(1, top_i, 1e3 + self.match_logodds(
+            model, img_states, txt_states, txt_mask, top_i.reshape(-1),
+            torch.arange(n_txt, device=sim.device).repeat_interleave(ki)).view(n_txt, ki))
+        return tr, ir.t(), sim, t2i, images, emb
+
+    @torch.no_grad()
+    def ranks(self, model: MultimodalModel, examples: ExampleSet, k: int = 16) -> dict[str, np.ndarray]:
+        """Per-query ranks (0 = first) with ITM re-ranking: `text_rank` (N_img,) is the rank of each image's
+        best true text; `image_rank` (N_txt,) the rank of each text's image; `images` the image ids."""
+        tr, ir, _, t2i, images, _ = self.rerank_scores(model, examples, k)
+        hit = t2i[tr.argsort(dim=1, descending=True)] == torch.arange(len(tr), device=tr.device)[:, None]
+        image_rank = (ir.t().argsort(dim=1, descending=True) == t2i[:, None]).float().argmax(1)
+        return {"text_rank": hit.float().argmax(1).cpu().numpy(), "image_rank": image_rank.cpu().numpy(),
+                "images": images.cpu().numpy()}
+
+    @torch.no_grad()
     def evaluate(self, model: MultimodalModel, split: str | ExampleSet = "test", k: int = 16,
                  seed: int = 0, itm_accuracy: bool = True) -> dict[str, float]:
         """Recall@1/5/10 (TR, IR) ranked by ITC then re-ranked by ITM over the top `k` (ALBEF/BLIP),
@@ -197,26 +232,11 @@ class RetrievalTask(Task):
         d_test = r_mean with ITM re-ranking; itm_acc is the hard-negative accuracy.
         """
         examples = self.split(split) if isinstance(split, str) else split
-        img_states, img_feat, txt_states, txt_mask, txt_feat, t2i, _ = self.embed_split(model, examples)
-        sim = img_feat @ txt_feat.t()
-        n_img, n_txt = sim.shape
+        tr_scores, ir_scores, sim, t2i, _, emb = self.rerank_scores(model, examples, k)
+        img_states, _, txt_states, txt_mask, _, _, _ = emb
         itc = recall_at_k(sim.cpu(), t2i.cpu())
-        kk = min(k, n_txt)
-        # TR: re-rank each image's top-k texts by ITM.
-        top_t = sim.topk(kk, dim=1).indices  # (n_img, kk)
-        tr_scores = torch.full_like(sim, -1e4)
-        tr_scores.scatter_(1, top_t, 1e3 + self.match_logodds(
-            model, img_states, txt_states, txt_mask, torch.arange(n_img, device=sim.device).repeat_interleave(kk),
-            top_t.reshape(-1)).view(n_img, kk))
-        # IR: re-rank each text's top-k images by ITM.
-        ki = min(k, n_img)
-        top_i = sim.t().topk(ki, dim=1).indices  # (n_txt, ki)
-        ir_scores = torch.full_like(sim.t(), -1e4)
-        ir_scores.scatter_(1, top_i, 1e3 + self.match_logodds(
-            model, img_states, txt_states, txt_mask, top_i.reshape(-1),
-            torch.arange(n_txt, device=sim.device).repeat_interleave(ki)).view(n_txt, ki))
         tr = recall_at_k(tr_scores.cpu(), t2i.cpu())
-        ir = recall_at_k(ir_scores.t().cpu(), t2i.cpu())
+        ir = recall_at_k(ir_scores.cpu(), t2i.cpu())
         out = {f"tr_r{x}": tr[f"tr_r{x}"] for x in (1, 5, 10)} | {f"ir_r{x}": ir[f"ir_r{x}"] for x in (1, 5, 10)}
         out["tr_mean"], out["ir_mean"] = tr["tr_mean"], ir["ir_mean"]
         out["r_mean"] = (tr["tr_mean"] + ir["ir_mean"]) / 2

@@ -1,0 +1,56 @@
+"""Metric functions on hand-made cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mdlib.metrics import accuracy, auc, binary_accuracy, d_f_score, recall_at_k
+
+
+def test_recall_perfect_and_hand_made():
+    # 3 images, 6 texts (2 per image)
+    t2i = torch.tensor([0, 0, 1, 1, 2, 2])
+    perfect = (t2i[None, :] == torch.arange(3)[:, None]).float()
+    r = recall_at_k(perfect, t2i, ks=(1, 2))
+    assert r["tr_r1"] == 100 and r["ir_r1"] == 100 and r["r_mean"] == 100
+    scores = torch.tensor([
+        [0.1, 0.2, 0.9, 0.0, 0.0, 0.0],   # image 0: best text is image 1's -> its own at rank 1 (second)
+        [0.0, 0.0, 0.8, 0.1, 0.0, 0.0],   # image 1: own text first
+        [0.5, 0.0, 0.0, 0.0, 0.1, 0.0],   # image 2: own text at rank 1
+    ])
+    r = recall_at_k(scores, t2i, ks=(1, 2))
+    assert r["tr_r1"] == pytest.approx(100 / 3)
+    assert r["tr_r2"] == pytest.approx(100)
+    # IR: text 0 ranks images (0.1, 0.0, 0.5) -> its image 0 is second; text 2 -> image 1 is second (0.9 vs 0.8)
+    ir_rank1 = [scores[:, j].argmax().item() == t2i[j].item() for j in range(6)]
+    assert r["ir_r1"] == pytest.approx(100 * np.mean(ir_rank1))
+    with pytest.raises(ValueError):
+        recall_at_k(scores, torch.tensor([0, 1]))
+
+
+def test_auc_hand_made():
+    assert auc([2, 3], [0, 1]) == 1.0
+    assert auc([0, 1], [2, 3]) == 0.0
+    assert auc([1, 1], [1, 1]) == 0.5  # ties count one half
+    assert auc([1, 3], [2]) == 0.5
+    with pytest.raises(ValueError):
+        auc([], [1])
+
+
+def test_d_f_score():
+    rng = np.random.default_rng(0)
+    retain = rng.normal(size=1000)
+    assert abs(d_f_score(rng.normal(size=100), retain) - 50) < 8  # same distribution: about 50
+    assert d_f_score(retain[:100] - 10, retain) < 1  # D_f far below D_r: about 0
+    assert d_f_score(np.full(10, 5.0), np.full(50, 4.0)) == 100.0  # every D_f score above every D_r score
+    assert d_f_score(np.full(10, 5.0), np.full(50, 6.0)) == 0.0
+    assert d_f_score(np.full(10, 5.0), np.full(50, 5.0)) == 50.0  # ties count one half
+    # chunks of |D_f| are drawn from D_r: the score only depends on the seed through the chunks
+    assert d_f_score(retain[:100], retain, seed=1) == d_f_score(retain[:100], retain, seed=1)
+
+
+def test_accuracy_functions():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    assert accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(200 / 3)
+    assert binary_accuracy(torch.tensor([0.9, 0.4]), torch.tensor([0.1, 0.6])) == 50.0
