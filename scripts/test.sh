@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 export CI=1 MPLBACKEND=Agg PYTHONHASHSEED=0
 export MDLIB_DATA="${MDLIB_DATA:-$(mktemp -d -t mdlib-test-XXXXXX)}"
+export MDLIB_RUNS="${MDLIB_RUNS:-$MDLIB_DATA/runs}"
 echo "test data and checkpoints in $MDLIB_DATA"
 python -m pytest tests "$@"
 python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks "$@"

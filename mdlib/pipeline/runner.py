@@ -29,7 +29,8 @@ RESERVED = {"fast": "--mode", "seed": "--seeds", "task": "--tasks", "output_dir"
 # Rough wall time (seconds) per execution on 2 CPU cores, by notebook number: (fast, full).
 # Used when no earlier run left a timings.json.
 ESTIMATES = {"00": (20, 60), "01": (60, 900), "02": (30, 300), "03": (30, 300), "04": (60, 600),
-             "05": (60, 900), "06": (60, 600), "07": (60, 600), "08": (60, 900), "09": (60, 600)}
+             "05": (60, 900), "06": (150, 1800), "07": (60, 900), "08": (150, 3600), "09": (60, 900),
+             "10": (60, 900), "11": (10, 10)}
 DEFAULT_ESTIMATE = (60, 600)
 
 
@@ -249,9 +250,12 @@ def _check_kernel(name: str) -> None:
 
 def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool = True) -> int:
     """Execute the jobs in order; returns 0, or 1 after the first failure (its notebook is kept)."""
+    import os
+
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    os.environ["MDLIB_BATCH"] = "1"  # kernels inherit it: interactive widgets draw static figures instead
     timings = {"mode": mode, "jobs": []}
     start_all = time.perf_counter()
     n = len(plan.jobs)

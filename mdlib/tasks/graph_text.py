@@ -7,7 +7,7 @@ Label 1 = the HPO annotates the gene with the phenotype; 0 = it does not, not ev
 specific term. True and false claims share their templates, and every gene and phenotype occurs
 as often in false claims as in true ones, so the label lies in the relation, not in the wording
 or in degrees. The deletion unit is the relation: all its sentences leave D_train together.
-Data: mdlib/data/hpo.py and data/hpo/README.md.
+Data: mdlib/data/hpo.py and mdlib/data/hpo_extract/README.md.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class GraphTextTask(Task):
     @classmethod
     def build(cls, fast: bool = False, model_defaults: dict | None = None, *, seed: int = 0, path=None,
               sentences_per_relation: int = 3, max_nodes: int = 32, vocab_size: int = 2000) -> "GraphTextTask":
-        """The task on the HPO extract (`path`, default data/hpo/): 400 relations in fast mode, all 4,000
+        """The task on the HPO extract (`path`, default mdlib/data/hpo_extract/): 400 relations in fast mode, all 4,000
         otherwise, split 80/10/10 by relation. The tokenizer is trained on the sentences of every relation
         of the extract (so fast and full mode share it) and cached under data_dir()/worlds/."""
         extract = load_extract(path)
@@ -82,6 +82,10 @@ class GraphTextTask(Task):
             "label": data.relations[:, 2], "split": [SPLITS[s] for s in data.split],
         }).set_index("unit")
         return task
+
+    def train_overrides(self, fast: bool) -> dict:
+        """The graph-text model learns in a few epochs and then overfits: 8 epochs in full mode, 20 in fast."""
+        return {"epochs": 20, "eval_every": 10} if fast else {"epochs": 8, "eval_every": 2}
 
     # -- readouts -------------------------------------------------------------------------
     def encode(self, model: MultimodalModel, batch) -> Encoded:

@@ -15,7 +15,7 @@ column (C = the silver label is correct, I = incorrect, U = uncertain) gives the
 
 Each row becomes one example: the sentence, with the gene mention wrapped as `<< gene >>` and the
 phenotype mention as `[[ phenotype ]]` (`mark_entities`), and the subgraph of the pair in the
-HPO extract of `data/hpo` (`mdlib.data.hpo.SubgraphSampler`) when both entities are nodes of it,
+HPO extract of `mdlib/data/hpo_extract` (`mdlib.data.hpo.SubgraphSampler`) when both entities are nodes of it,
 else a two-node graph (gene, phenotype) without edges. The edge between the two entities is
 removed from every subgraph (PGR's silver labels come from the HPO annotations, so that edge
 would give the answer away). Deletion unit: the (gene, phenotype) relation, i.e. every sentence

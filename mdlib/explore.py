@@ -1,0 +1,123 @@
+"""Interactive exploration with ipywidgets; static output in batch runs (papermill, nbval, CI).
+
+    explore.pair_explorer(task, {"f": model, "MultiDelete": md.model}, forget)
+    explore.curve_explorer({"multidelete": md.history, "neggrad": ng.history})
+
+In JupyterLab or Colab each returns a widget: pick a pair (or a method) from a drop-down and
+see it before and after unlearning. When no one can click (the `CI` or `MDLIB_BATCH`
+environment variable is set, or ipywidgets is missing) they draw the first choice as a plain
+figure instead, so an executed notebook still shows something.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from .data.examples import ExampleSet
+from .plots import as_images, metric_curves
+
+
+def is_interactive() -> bool:
+    """True in a live notebook; False in batch runs (CI / MDLIB_BATCH set) or without ipywidgets."""
+    if any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no") for v in ("CI", "MDLIB_BATCH")):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")  # a notebook kernel, not a plain IPython terminal
+
+
+def _pair_table(task, models: dict, examples: ExampleSet) -> pd.DataFrame:
+    """P(ground truth) of each example under each model, and for retrieval the rank of its image."""
+    table = pd.DataFrame({"unit": examples.fields["unit"].numpy()})
+    for name, model in models.items():
+        table[f"P {name}"] = task.true_probability(model, examples)
+        if task.name == "retrieval":
+            table[f"rank {name}"] = task.ranks(model, examples)["image_rank"] + 1
+    return table
+
+
+def _draw_pair(task, examples: ExampleSet, table: pd.DataFrame, i: int, models: list[str]):
+    import matplotlib.pyplot as plt
+
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [1, 2]})
+    text = task.tokenizer.decode(examples.fields["input_ids"][i], skip_special_tokens=True)
+    if task.name != "graph-text" and "image_index" in examples.fields:
+        idx = examples.fields["image_index"][i].reshape(-1)[:1]  # the first image (NLVR pairs show the left one)
+        ax_img.imshow(as_images(examples.banks["image"][idx])[0])
+    ax_img.axis("off")
+    probs = [table.loc[i, f"P {m}"] for m in models]
+    ax_bar.barh(models, probs, color="tab:red")
+    ax_bar.set_xlim(0, 1)
+    ax_bar.set_xlabel("P(ground truth)")
+    if task.name == "retrieval":
+        for y, m in enumerate(models):
+            ax_bar.text(min(probs[y] + 0.02, 0.8), y, f"image rank {int(table.loc[i, f'rank {m}'])}", va="center")
+    import textwrap
+
+    fig.suptitle("\n".join(textwrap.wrap(text, 90)), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def pair_explorer(task, models: dict, examples: ExampleSet, n_choices: int = 30):
+    """Pick one of the first `n_choices` examples; see its image, text, P(ground truth) and (retrieval)
+    the rank of its image among `examples`' images, under each model in `models` (name -> model)."""
+    n = min(n_choices, len(examples))
+    if n == 0:
+        raise ValueError("no examples to explore")
+    sub = examples.subset(np.arange(n)) if task.name != "retrieval" else examples
+    table = _pair_table(task, models, sub)
+    names = list(models)
+    if not is_interactive():
+        fig = _draw_pair(task, sub, table, 0, names)
+        return fig
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    options = [(f"{task.unit_name} {int(table.loc[i, 'unit'])}, example {i}", i) for i in range(n)]
+    out = widgets.Output()
+
+    def show(i):
+        out.clear_output(wait=True)
+        with out:
+            fig = _draw_pair(task, sub, table, i, names)
+            display(fig)
+            plt.close(fig)
+
+    pick = widgets.Dropdown(options=options, description="example")
+    pick.observe(lambda change: show(change["new"]), names="value")
+    show(0)
+    return widgets.VBox([pick, out])
+
+
+def curve_explorer(histories: dict[str, list[dict]], keys=("d_f", "p_retain", "val_d_test")):
+    """Pick a method; see its D_f score, retained probability and validation metric over steps."""
+    if not histories:
+        raise ValueError("no histories to explore")
+    names = list(histories)
+    if not is_interactive():
+        return metric_curves(histories[names[0]], keys=keys, title=names[0])
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    out = widgets.Output()
+
+    def show(name):
+        out.clear_output(wait=True)
+        with out:
+            fig = metric_curves(histories[name], keys=keys, title=name)
+            display(fig)
+            plt.close(fig)
+
+    pick = widgets.Dropdown(options=names, description="method")
+    pick.observe(lambda change: show(change["new"]), names="value")
+    show(names[0])
+    return widgets.VBox([pick, out])
