@@ -9,13 +9,13 @@ from .ermktp import ErmKtp, ErmKtpConfig
 from .finetune import FineTune, FineTuneConfig
 from .frozen import FrozenModel
 from .lcodec import LCodec, LCodecConfig, fisher_newton_direction, foci, newton_noise_scale
-from .multidelete import MultiDelete, MultiDeleteConfig
+from .multidelete import PAPER_SETTINGS, MultiDelete, MultiDeleteConfig
 from .neggrad import DivergenceGuard, NegGrad, NegGradConfig
 from .retrain import Retrain, RetrainConfig
 from .ul import UL, ULConfig
 
 __all__ = ["Method", "MethodConfig", "UnlearnResult", "available", "get_method", "register", "unlearn",
-           "FrozenModel", "MultiDelete", "MultiDeleteConfig", "Retrain", "RetrainConfig", "FineTune", "FineTuneConfig",
+           "FrozenModel", "MultiDelete", "MultiDeleteConfig", "PAPER_SETTINGS", "Retrain", "RetrainConfig", "FineTune", "FineTuneConfig",
            "NegGrad", "NegGradConfig", "DivergenceGuard", "DtD", "DtDConfig", "dtd_noise_scale", "LCodec",
            "LCodecConfig", "foci", "fisher_newton_direction", "newton_noise_scale", "ErmKtp", "ErmKtpConfig",
            "UL", "ULConfig"]
