@@ -8,5 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 . .venv/bin/activate
-export MPLBACKEND=Agg
 python -m mdlib.pipeline.runner "$@"

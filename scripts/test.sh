@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 . .venv/bin/activate
-export CI=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+export CI=1 PYTHONHASHSEED=0
 export MDLIB_DATA="${MDLIB_DATA:-$(mktemp -d -t mdlib-test-XXXXXX)}"
 export MDLIB_RUNS="${MDLIB_RUNS:-$MDLIB_DATA/runs}"
 echo "test data and checkpoints in $MDLIB_DATA"

@@ -103,7 +103,7 @@ def test_method_refuses_overlapping_or_empty_sets(fast_task, trained_fast_model)
 def test_multidelete_f_leaves_encoders_bit_identical(fast_task, trained_fast_model):
     forget, retain = fast_task.forget_split(10, seed=0)
     result = unlearn("multidelete-f", trained_fast_model, fast_task, forget, retain, None, epochs=2, select="last",
-                     progress=False)
+                     min_steps=0, progress=False)
     for (name, a), b in zip(trained_fast_model.named_parameters(), result.model.parameters()):
         if name.startswith(("image_encoder", "text_encoder", "image_proj", "text_proj", "logit_scale", "mlm_head")):
             assert torch.equal(a, b), name
@@ -128,6 +128,6 @@ def test_multidelete_lowers_the_d_f_score_and_leaves_the_original_untouched(fast
 def test_unlearning_is_reproducible(fast_task, trained_fast_model):
     forget, retain = fast_task.forget_split(10, seed=2)
     runs = [unlearn("multidelete", trained_fast_model, fast_task, forget, retain, None, epochs=1, seed=7,
-                    progress=False) for _ in range(2)]
+                    min_steps=0, progress=False) for _ in range(2)]
     for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
         assert torch.equal(a, b)

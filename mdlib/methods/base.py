@@ -59,6 +59,7 @@ class MethodConfig:
     weight_decay: float = 0.02
     forget_batch: int = 32
     retain_batch: int = 32
+    min_steps: int = 30  # at least this many steps: a small D_f gets more epochs (0 = exactly `epochs`)
     eval_every: int = 0  # steps between validation checks; 0 = once per epoch
     select: str = "best"  # "best": keep the best checkpoint on validation (the paper); "last": keep the last
     grad_clip: float = 5.0
@@ -78,8 +79,8 @@ class MethodConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.weight_decay < 0 or self.eval_every < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay, eval_every and grad_clip must be non-negative")
+        if self.weight_decay < 0 or self.eval_every < 0 or self.grad_clip < 0 or self.min_steps < 0:
+            raise ValueError("weight_decay, eval_every, grad_clip and min_steps must be non-negative")
         if self.select not in ("best", "last"):
             raise ValueError(f"select must be 'best' or 'last', got {self.select!r}")
 
@@ -221,7 +222,8 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
     """The loop shared by the optimisation-based methods.
 
     One epoch = one pass over D_f in batches of `forget_batch`; each step also draws a batch of
-    `retain_batch` examples of D_r (cycling through a shuffled D_r). Only the method's
+    `retain_batch` examples of D_r (cycling through a shuffled D_r). A small D_f gets extra epochs so
+    that the run takes at least `min_steps` steps; validation checks come once per epoch (at most 8). Only the method's
     trainable parameters move (the fusion module and head for "-F" variants).
     """
     cfg = method.config
@@ -235,8 +237,9 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
         p.requires_grad_(id(p) in trainable)
     opt = torch.optim.AdamW(params, lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(forget) // cfg.forget_batch) if len(forget) >= 2 * cfg.forget_batch else 1
+    epochs = max(epochs, math.ceil(getattr(cfg, "min_steps", 0) / steps_per_epoch))
     total = epochs * steps_per_epoch
-    eval_every = cfg.eval_every or steps_per_epoch
+    eval_every = cfg.eval_every or max(steps_per_epoch, total // 8)
     monitor = Monitor(task, forget, retain, val, seed)
     monitor.check(model, 0)
     retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
@@ -279,6 +282,10 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
     bar.close()
     if cfg.select == "best" and monitor.best_state is not None:
         model.load_state_dict(monitor.best_state)
+        if monitor.best_row.get("step") == 0 and step > 0:
+            notes.append("no checkpoint improved on the original by the selection rule (forgetting without losing "
+                         "retained data or validation performance): the original weights were kept; "
+                         "select='last' keeps the last step instead")
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()

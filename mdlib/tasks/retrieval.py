@@ -85,6 +85,9 @@ class RetrievalTask(Task):
         loss_itc = -(sim.log_softmax(1) * targets).sum(1).mean() / 2 - (sim.t().log_softmax(1) * targets).sum(1).mean() / 2
 
         b, device = len(sim), sim.device
+        if bool(same.all(1).any()):
+            raise ValueError("every image of an ITC/ITM batch needs a text of another image as a negative: "
+                             "build batches with several images (e.g. ExampleSet.one_per_unit)")
 
         def rand(n):
             return torch.rand(n, generator=generator).to(device)
