@@ -4,10 +4,14 @@ Linear classifiers g_I and g_T are trained on the *original* model's unimodal em
 image and text [CLS] states of f_I and f_T) to predict a property of the example; their
 accuracy on an unlearned model's embeddings measures how much of that unimodal knowledge
 survived. If f'_I(I) = f_I(I), then g_I(f'_I(I)) = g_I(f_I(I)) and the accuracy is unchanged.
+
+The property comes from `probe_labels`: a fact about the scene for the image tasks
+(`scene_labels`), the phenotype's branch of the HPO for graph-text (`hpo_labels`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -81,3 +85,61 @@ def scene_labels(task: Task, examples: ExampleSet, attribute: str = "top_left_co
         else:
             raise ValueError(f"unknown attribute {attribute!r}; use top_left_colour, n_objects or shapes")
     return np.asarray(out)
+
+
+HPO_ATTRIBUTES = ("organ", "branch")
+SCENE_ATTRIBUTES = ("top_left_colour", "n_objects", "shapes")
+
+
+def hpo_labels(task: Task, examples: ExampleSet, attribute: str = "organ") -> np.ndarray:
+    """The HPO subtree of each graph-text example's phenotype, which its sentence names and its subgraph
+    holds (the target phenotype and its ontology neighbours).
+
+    `organ`: "ear" or "eye" (the extract's two roots, Abnormality of the ear / of the eye);
+    `branch`: the child of that root the phenotype descends from (e.g. "abnormal eye physiology";
+    a phenotype under two children gets both names joined by " + ").
+    """
+    data = getattr(task, "data", None)
+    if data is None or not hasattr(data, "extract"):
+        raise ValueError(f"HPO labels need the graph-text task; {task.name!r} has no HPO extract")
+    if attribute not in HPO_ATTRIBUTES:
+        raise ValueError(f"unknown attribute {attribute!r}; use {' or '.join(HPO_ATTRIBUTES)}")
+    x = data.extract
+    roots = {x.index(r): r for r in _hpo_roots(x)}
+    parents: dict[int, list[int]] = {}
+    for child, parent in x.is_a.tolist():
+        parents.setdefault(child, []).append(parent)
+
+    @lru_cache(maxsize=None)
+    def ancestors(term: int) -> frozenset:
+        return frozenset({term}).union(*(ancestors(p) for p in parents.get(term, [])))
+
+    row_of = {int(r): i for i, r in enumerate(data.rows)}
+    out = []
+    for unit in examples.fields["unit"].tolist():
+        phenotype = int(data.relations[row_of[unit], 1])
+        up = ancestors(phenotype)
+        if attribute == "organ":
+            names = sorted(x.names[r].lower().replace("abnormality of the ", "") for r in roots if r in up)
+        else:
+            names = sorted(x.names[a].lower() for a in up if any(p in roots for p in parents.get(a, [])))
+        out.append(" + ".join(names) or "none")
+    return np.asarray(out)
+
+
+def _hpo_roots(extract) -> tuple[str, ...]:
+    from .data.hpo import DEFAULT_ROOTS
+
+    return tuple(extract.metadata.get("build", {}).get("roots", DEFAULT_ROOTS))
+
+
+def probe_labels(task: Task, examples: ExampleSet, attribute: str | None = None) -> np.ndarray:
+    """Labels (N,) for the unimodal probes of any task: scene facts for the image tasks (default
+    `top_left_colour`), the phenotype's HPO subtree for graph-text (default `organ`)."""
+    if getattr(task, "world", None) is not None:
+        return scene_labels(task, examples, attribute or "top_left_colour")
+    if getattr(getattr(task, "data", None), "extract", None) is not None:
+        return hpo_labels(task, examples, attribute or "organ")
+    raise ValueError(f"no probe labels are defined for task {task.name!r}: the probes need a property that both "
+                     f"modalities reveal (scene facts for the scene world, HPO subtrees for graph-text); "
+                     f"pass labels to UnimodalProbe.fit yourself")

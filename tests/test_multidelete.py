@@ -51,6 +51,11 @@ def test_derangement_impossible_cases():
         derangement(torch.tensor([3, 3, 3]), torch.Generator().manual_seed(0))
     with pytest.raises(ValueError):
         derangement(torch.tensor([1, 1, 1, 2]), torch.Generator().manual_seed(0))
+    # non-strict: a warning and the closest permutation, which never keeps an example's own text
+    for units in (torch.tensor([3, 3, 3]), torch.tensor([1, 1, 1, 2])):
+        with pytest.warns(UserWarning, match="no derangement"):
+            p = derangement(units, torch.Generator().manual_seed(0), strict=False)
+        assert sorted(p.tolist()) == list(range(len(units))) and (p != torch.arange(len(units))).all()
 
 
 def test_retention_losses_are_zero_when_f_prime_equals_f(fast_task, trained_fast_model):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mdlib.data.reasoning import (
-    CONTRADICTION, ENTAILMENT, ENTAILMENT_TEMPLATES, NEUTRAL, NLVR_TEMPLATES, entailment_hypotheses, fit_tokenizer,
-    nlvr_statements, pair_images,
+    CONTRADICTION, ENTAILMENT, ENTAILMENT_TEMPLATES, NEUTRAL, NLVR_TEMPLATES, Grammar, entailment_hypotheses,
+    fit_tokenizer, nlvr_statements, pair_images,
 )
 from mdlib.data.scenes import COLOURS, QUADRANTS, SHAPES, SIZES, Scene, SceneObject
 from mdlib.data.tokenizer import train_tokenizer
@@ -24,7 +24,8 @@ from mdlib.tasks import load_task
 _SHAPE = "|".join(SHAPES) + "|shape"
 _NP = (rf"(?:an? )?(?P<{{p}}size>(?:{'|'.join(SIZES)}) )?(?P<{{p}}colour>(?:{'|'.join(COLOURS)}) )?"
        rf"(?P<{{p}}shape>{_SHAPE})(?: in the (?P<{{p}}quad>{'|'.join(QUADRANTS)}))?")
-_PL = rf"(?P<colour>(?:{'|'.join(COLOURS)}) )?(?P<noun>{'|'.join(s + ('es' if s.endswith('s') else 's') for s in SHAPES)}|shapes)"
+_PLURALS = "|".join(s + ("es" if s.endswith("s") else "s") for s in SHAPES)
+_PL = rf"(?P<colour>(?:{'|'.join(COLOURS)}) )?(?P<noun>{_PLURALS}|shapes)"
 _UNSEEN = r"(?P<pre>(?:heavy|hollow|warm) )?"
 _POST = r"(?P<post> made of \w+| with something hidden behind it)?"
 _NUM = {"one": 1, "two": 2, "three": 3, "four": 4}
@@ -32,7 +33,8 @@ _NUM = {"one": 1, "two": 2, "three": 3, "four": 4}
 
 def _fits(o: SceneObject, m: re.Match, p: str = "") -> bool:
     g = {k: (v.strip() if v else None) for k, v in m.groupdict().items()}
-    return ((g[p + "size"] is None or o.size == g[p + "size"]) and (g[p + "colour"] is None or o.colour == g[p + "colour"])
+    return ((g[p + "size"] is None or o.size == g[p + "size"])
+            and (g[p + "colour"] is None or o.colour == g[p + "colour"])
             and (g[p + "shape"] in (None, "shape") or o.shape == g[p + "shape"])
             and (g[p + "quad"] is None or o.quadrant == g[p + "quad"]))
 
@@ -52,8 +54,8 @@ def read_entailment(text: str, scene: Scene) -> int:
     if m:
         holds = len(scene.objects) == _NUM[m["n"]]
         return ENTAILMENT if holds != bool(m["neg"]) else CONTRADICTION
-    m = re.fullmatch(r"there is (?P<det>no|an?) " + _NP.format(p="a") + r" (?P<rel>to the left of|to the right of|above|below) "
-                     + _NP.format(p="b"), text)
+    m = re.fullmatch(r"there is (?P<det>no|an?) " + _NP.format(p="a")
+                     + r" (?P<rel>to the left of|to the right of|above|below) " + _NP.format(p="b"), text)
     if m:
         holds = any(_rel(a, b) == m["rel"] and _fits(a, m, "a") and _fits(b, m, "b")
                     for a in scene.objects for b in scene.objects if a is not b)
@@ -70,8 +72,8 @@ def read_entailment(text: str, scene: Scene) -> int:
 def read_nlvr(text: str, left: Scene, right: Scene) -> int:
     """The truth (1/0) of an NLVR statement on a pair, from the text alone."""
     sides = {"left": left, "right": right}
-    m = re.fullmatch(r"the (?P<side>left|right) image has (?P<comp>more|fewer) " + _PL + r" than the (?P<other>left|right) image",
-                     text)
+    m = re.fullmatch(r"the (?P<side>left|right) image has (?P<comp>more|fewer) " + _PL
+                     + r" than the (?P<other>left|right) image", text)
     if m:
         noun = m["noun"][:-2] if m["noun"].endswith("ses") else m["noun"][:-1]
 
@@ -80,8 +82,8 @@ def read_nlvr(text: str, left: Scene, right: Scene) -> int:
                        for o in s.objects)
         this, other = n(sides[m["side"]]), n(sides[m["other"]])
         return int(this > other if m["comp"] == "more" else this < other)
-    m = re.fullmatch(r"(?P<q>the left image contains|the right image contains|both images contain|exactly one image contains|"
-                     r"neither image contains) " + _NP.format(p=""), text)
+    m = re.fullmatch(r"(?P<q>the left image contains|the right image contains|both images contain|"
+                     r"exactly one image contains|neither image contains) " + _NP.format(p=""), text)
     assert m, f"unreadable statement {text!r}"
     has = [any(_fits(o, m) for o in s.objects) for s in (left, right)]
     return int({"the left image contains": has[0], "the right image contains": has[1], "both images contain": all(has),
@@ -107,10 +109,12 @@ def test_reader_on_hand_written_hypotheses():
         "there is a red circle": ENTAILMENT, "there is no red circle": CONTRADICTION,
         "there is a green circle": CONTRADICTION, "there is no green circle": ENTAILMENT,
         "there is a large red circle in the top left": ENTAILMENT, "there is a small red circle": CONTRADICTION,
-        "there is a red circle to the left of a blue star": ENTAILMENT, "there is a red circle above a blue star": CONTRADICTION,
+        "there is a red circle to the left of a blue star": ENTAILMENT,
+        "there is a red circle above a blue star": CONTRADICTION,
         "there is a red circle made of wood": NEUTRAL, "there is a green circle made of wood": CONTRADICTION,
         "there is no heavy red circle": NEUTRAL, "there is no heavy green circle": ENTAILMENT,
-        "there are two shapes": ENTAILMENT, "there are not two shapes": CONTRADICTION, "there are three shapes": CONTRADICTION,
+        "there are two shapes": ENTAILMENT, "there are not two shapes": CONTRADICTION,
+        "there are three shapes": CONTRADICTION,
     }
     for text, label in cases.items():
         assert read_entailment(text, SCENE_A) == label, text
@@ -120,12 +124,13 @@ def test_reader_on_hand_written_hypotheses():
     assert read_nlvr("exactly one image contains a square", SCENE_A, SCENE_B) == 1
 
 
-def test_entailment_labels_correct_and_balanced_on_hand_built_scenes():
+@pytest.mark.parametrize("grammar", ["simple", "full"])
+def test_entailment_labels_correct_and_balanced_on_hand_built_scenes(grammar):
     rng = np.random.default_rng(0)
     per_template = collections.Counter()
     for k in range(300):
         scene = SCENE_A if k == 0 else random_scene(rng)
-        hyps = entailment_hypotheses(scene, rng, n=6)
+        hyps = entailment_hypotheses(scene, rng, n=6, grammar=grammar)
         assert sorted(h.label for h in hyps) == [0, 0, 1, 1, 2, 2]  # two of each label per image
         for h in hyps:
             assert read_entailment(h.text, scene) == h.label, (h, scene)
@@ -133,16 +138,19 @@ def test_entailment_labels_correct_and_balanced_on_hand_built_scenes():
             per_template[h.template, h.label] += 1
     # every template is close to 50/50 between its two labels: the hypothesis alone does not decide
     for t in ENTAILMENT_TEMPLATES:
+        if grammar == "simple" and t.startswith("relation"):
+            continue  # the simple grammar has no spatial relations
         counts = [per_template[t, lab] for lab in range(3) if per_template[t, lab]]
         assert len(counts) == 2 and max(counts) / sum(counts) < 0.65, (t, counts)
 
 
-def test_nlvr_labels_correct_and_balanced_on_hand_built_pairs():
+@pytest.mark.parametrize("grammar", ["simple", "full"])
+def test_nlvr_labels_correct_and_balanced_on_hand_built_pairs(grammar):
     rng = np.random.default_rng(1)
     per_template = collections.Counter()
     for k in range(300):
         left, right = (SCENE_A, SCENE_B) if k == 0 else (random_scene(rng), random_scene(rng))
-        stmts = nlvr_statements(left, right, rng, n=8)
+        stmts = nlvr_statements(left, right, rng, n=8, grammar=grammar)
         assert sum(s.label for s in stmts) == 4
         for s in stmts:
             assert read_nlvr(s.text, left, right) == s.label, (s, left, right)
@@ -166,11 +174,17 @@ def test_same_hypothesis_gets_different_labels_on_different_scenes():
     assert read_entailment("there is a green square", SCENE_B) == ENTAILMENT
 
 
-def test_bad_counts_raise():
+def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="multiple of 6"):
         entailment_hypotheses(SCENE_A, np.random.default_rng(0), n=4)
     with pytest.raises(ValueError, match="even"):
         nlvr_statements(SCENE_A, SCENE_B, np.random.default_rng(0), n=3)
+    with pytest.raises(ValueError, match="unknown grammar"):
+        entailment_hypotheses(SCENE_A, np.random.default_rng(0), grammar="fancy")
+    with pytest.raises(ValueError, match="near_miss"):
+        Grammar(near_miss=2.0)
+    with pytest.raises(ValueError, match="bad form"):
+        Grammar(presence_forms=(("weight",),))
 
 
 def test_pair_images_disjoint_and_seeded():
@@ -266,6 +280,24 @@ def test_tiny_model_loss_decreases(name, entailment, nlvr):
         opt.step()
         losses.append(logs["loss"])
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_objective_parts(entailment, nlvr):
+    for task in (entailment, nlvr):
+        torch.manual_seed(0)
+        model = task.build_model()
+        batch = task.train.batch(torch.arange(12))
+        _, logs = task.training_loss(model, batch, torch.Generator().manual_seed(0), mlm_weight=0.1)
+        assert set(logs) == {"loss", "ce", "itc", "fused_mlm", "mlm"} and all(np.isfinite(list(logs.values())))
+        # with the auxiliary losses off the objective is the plain cross-entropy of the head
+        loss, logs = task.training_loss(model, batch, itc_weight=0.0, fused_mlm_weight=0.0)
+        assert set(logs) == {"loss", "ce"}
+        assert torch.isclose(loss, task.example_loss(model, batch).mean(), atol=1e-5)
+    # only attribute words can be masked for image-conditioned MLM, and each description names some
+    words = set(entailment.tokenizer.convert_ids_to_tokens(entailment.attribute_ids.tolist()))
+    assert {"red", "circle", "large", "top", "left"} <= words and "there" not in words
+    ids = entailment.train.banks["desc_input_ids"]
+    assert torch.isin(ids, entailment.attribute_ids).any(-1).all()
 
 
 def test_accuracy_by_template(entailment):

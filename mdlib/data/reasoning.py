@@ -22,8 +22,13 @@ image"). Half of each pair's statements are true.
 The rule that keeps text alone uninformative: a template is used on a scene (or pair)
 only if the scene allows it to be true *and* false; the label is drawn first (balanced)
 and the arguments then among those that give it. Objects are drawn uniformly, so the
-arguments' words are distributed alike under both labels. False statements prefer near
-misses (a present object with one attribute changed, an object of the other image).
+arguments' words are distributed alike under both labels. False mentions are near misses
+(a present object with one attribute changed, an object of the other image) or, with
+probability 1 - `Grammar.near_miss`, absent objects drawn uniformly.
+
+A `Grammar` says which mentions and templates are used. `SIMPLE` (the default: colour and
+shape, counts) is what the default model learns from scratch in minutes on two CPU cores;
+`FULL` adds sizes, places and spatial relations (learnt far more slowly).
 """
 from __future__ import annotations
 
@@ -45,23 +50,64 @@ ENTAILMENT_TEMPLATES = ("presence", "presence-not", "count", "count-not", "relat
 NLVR_TEMPLATES = ("side", "both", "one", "neither", "more")
 
 ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": SIZES, "quadrant": QUADRANTS}
+# Words that name an attribute: what image-conditioned masked language modelling asks the model to fill in.
+ATTRIBUTE_WORDS = tuple(SHAPES) + tuple(COLOURS) + tuple(SIZES) + ("top", "bottom", "left", "right")
 _NUMBER = {1: "one", 2: "two", 3: "three", 4: "four"}
-_PLURAL = {s: s + ("es" if s.endswith(("s", "ss", "x")) else "s") for s in SHAPES}
+_PLURAL = {s: s + ("es" if s.endswith(("s", "x")) else "s") for s in SHAPES}
 # Properties that a picture cannot show (material, weight, what is hidden behind the object).
 UNSEEN = ("made of wood", "made of metal", "made of glass", "made of paper", "heavy", "hollow", "warm",
           "with something hidden behind it")
 # Relations between two objects in distinct quadrants: same row (left/right) or same column (above/below).
 RELATIONS = ("to the left of", "to the right of", "above", "below")
-_INVERSE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
+_INVERSE = {"to the left of": "to the right of", "to the right of": "to the left of",
+            "above": "below", "below": "above"}
 
-# Description forms (which attributes a mention names) used by each task.
-ENTAILMENT_FORMS = (("colour", "shape"), ("size", "colour", "shape"), ("colour", "shape", "quadrant"),
-                    ("colour", "quadrant"), ("shape", "quadrant"), ("size", "shape"))
-RELATION_FORMS = (("colour", "shape"), ("colour",), ("shape",))
-NLVR_FORMS = (("colour", "shape"), ("colour",), ("shape",), ("size", "shape"))
-COUNT_FORMS = ((), ("colour",), ("shape",))
+Desc = tuple  # a description (a mention of an object): a tuple of (attribute, value) pairs, in its form's order
 
-Desc = tuple  # a description: a tuple of (attribute, value) pairs, in the form's order
+
+@dataclass(frozen=True)
+class Grammar:
+    """Which mentions ("forms": the attributes named) and templates statements use.
+
+    presence_forms: entailment presence and unseen-property mentions; relation_forms: the two
+    objects of a spatial relation (empty = no relation hypotheses); nlvr_forms: NLVR presence
+    mentions; count_forms: what NLVR compares ('shapes', 'red shapes', 'circles');
+    near_miss: probability that a false mention is a near miss rather than a uniform absent one.
+    """
+
+    presence_forms: tuple[tuple[str, ...], ...] = (("colour", "shape"), ("colour",), ("shape",))
+    relation_forms: tuple[tuple[str, ...], ...] = ()
+    nlvr_forms: tuple[tuple[str, ...], ...] = (("colour", "shape"), ("colour",), ("shape",))
+    count_forms: tuple[tuple[str, ...], ...] = ((), ("colour",), ("shape",))
+    near_miss: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("presence_forms", "relation_forms", "nlvr_forms", "count_forms"):
+            for form in getattr(self, name):
+                if not set(form) <= set(ATTRIBUTES) or (not form and name != "count_forms"):
+                    raise ValueError(f"Grammar.{name}: bad form {form!r}; name attributes among {tuple(ATTRIBUTES)}")
+        if not self.presence_forms or not self.nlvr_forms:
+            raise ValueError("Grammar needs at least one presence form and one NLVR form")
+        if not 0 <= self.near_miss <= 1:
+            raise ValueError(f"Grammar.near_miss must lie in [0, 1], got {self.near_miss}")
+
+
+SIMPLE = Grammar()
+FULL = Grammar(
+    presence_forms=(("colour", "shape"), ("size", "colour", "shape"), ("colour", "shape", "quadrant"),
+                    ("colour", "quadrant"), ("shape", "quadrant"), ("size", "shape")),
+    relation_forms=(("colour", "shape"), ("colour",), ("shape",)),
+    nlvr_forms=(("colour", "shape"), ("colour",), ("shape",), ("size", "shape")),
+)
+GRAMMARS = {"simple": SIMPLE, "full": FULL}
+
+
+def get_grammar(grammar: str | Grammar) -> Grammar:
+    if isinstance(grammar, Grammar):
+        return grammar
+    if grammar not in GRAMMARS:
+        raise ValueError(f"unknown grammar {grammar!r}; choose one of {tuple(GRAMMARS)} or pass a Grammar")
+    return GRAMMARS[grammar]
 
 
 @dataclass(frozen=True)
@@ -74,11 +120,11 @@ class Statement:
 
 
 # --------------------------------------------------------------------------------------
-# Descriptions of objects: which attributes are named, and how they read
+# Mentions of objects: which attributes are named, and how they read
 # --------------------------------------------------------------------------------------
 
 def describe_object(o: SceneObject, form: Sequence[str]) -> Desc:
-    """The description of `o` that names the attributes in `form`."""
+    """The mention of `o` that names the attributes in `form`."""
     return tuple((a, getattr(o, a)) for a in form)
 
 
@@ -86,12 +132,8 @@ def matches(desc: Desc, o: SceneObject) -> bool:
     return all(getattr(o, a) == v for a, v in desc)
 
 
-def present(desc: Desc, scene: Scene) -> bool:
-    """Whether some object of the scene fits the description."""
-    return any(matches(desc, o) for o in scene.objects)
-
-
 def count(desc: Desc, scene: Scene) -> int:
+    """How many objects of the scene fit the mention."""
     return sum(matches(desc, o) for o in scene.objects)
 
 
@@ -99,7 +141,7 @@ def noun_phrase(desc: Desc, plural: bool = False) -> str:
     """'large red circle in the top left', 'red shape', 'circle' (no article); plural: 'red shapes'."""
     d = dict(desc)
     noun = d.get("shape", "shape")
-    noun = (_PLURAL.get(noun, noun + "s")) if plural else noun
+    noun = _PLURAL.get(noun, noun + "s") if plural else noun
     words = [w for w in (d.get("size"), d.get("colour"), noun) if w]
     place = f" in the {d['quadrant']}" if "quadrant" in d else ""
     return " ".join(words) + place
@@ -110,23 +152,30 @@ def with_article(phrase: str) -> str:
 
 
 def neighbours(desc: Desc) -> list[Desc]:
-    """Descriptions that differ from `desc` in exactly one named attribute (near misses)."""
-    out = []
-    for i, (a, v) in enumerate(desc):
-        for w in ATTRIBUTES[a]:
-            if w != v:
-                out.append(desc[:i] + ((a, w),) + desc[i + 1:])
-    return out
-
-
-def candidate_descs(scenes: Sequence[Scene], form: Sequence[str]) -> list[Desc]:
-    """Descriptions of the scenes' objects and their near misses, sorted (the argument pool)."""
-    own = {describe_object(o, form) for s in scenes for o in s.objects}
-    return sorted(own | {n for d in own for n in neighbours(d)})
+    """Mentions that differ from `desc` in exactly one named attribute (near misses)."""
+    return [desc[:i] + ((a, w),) + desc[i + 1:] for i, (a, v) in enumerate(desc) for w in ATTRIBUTES[a] if w != v]
 
 
 def _pick(items: Sequence, rng: np.random.Generator):
     return items[int(rng.integers(len(items)))]
+
+
+def _random_absent(form: Sequence[str], taken: set, rng: np.random.Generator, tries: int = 100) -> Desc | None:
+    """A mention of the form with uniformly drawn values that is not in `taken` (None if none turns up)."""
+    for _ in range(tries):
+        d = tuple((a, _pick(ATTRIBUTES[a], rng)) for a in form)
+        if d not in taken:
+            return d
+    return None
+
+
+def _false_arg(near: Sequence, far: Callable | None, near_miss: float, rng: np.random.Generator):
+    """A near-miss argument with probability `near_miss` (or when there is no far sampler), else a far one."""
+    if far is not None and rng.random() >= near_miss:
+        arg = far(rng)
+        if arg is not None:
+            return arg
+    return _pick(near, rng)
 
 
 def _fresh(make: Callable[[np.random.Generator], str], seen: set[str], rng: np.random.Generator,
@@ -142,39 +191,6 @@ def _fresh(make: Callable[[np.random.Generator], str], seen: set[str], rng: np.r
     return text
 
 
-# --------------------------------------------------------------------------------------
-# Visual entailment
-# --------------------------------------------------------------------------------------
-
-def _positions(o: SceneObject) -> tuple[int, int]:
-    """(row, column) of an object's quadrant: top=0 / bottom=1, left=0 / right=1."""
-    return int(o.quadrant.startswith("bottom")), int(o.quadrant.endswith("right"))
-
-
-def relation(a: SceneObject, b: SceneObject) -> str | None:
-    """How `a` stands to `b` ('to the left of', 'above', ...) or None if they are not in one row or column."""
-    (ra, ca), (rb, cb) = _positions(a), _positions(b)
-    if ra == rb and ca != cb:
-        return "to the left of" if ca < cb else "to the right of"
-    if ca == cb and ra != rb:
-        return "above" if ra < rb else "below"
-    return None
-
-
-def relation_holds(scene: Scene, first: Desc, rel: str, second: Desc) -> bool:
-    """Whether some object fitting `first` stands in `rel` to another object fitting `second`."""
-    return any(relation(a, b) == rel for a in scene.objects for b in scene.objects
-               if a is not b and matches(first, a) and matches(second, b))
-
-
-def _presence_text(desc: Desc, negated: bool, unseen: str | None = None) -> str:
-    phrase = noun_phrase(desc)
-    if unseen is not None:
-        # "a red circle made of wood", "a heavy red circle in the top left"
-        phrase = f"{phrase} {unseen}" if unseen.startswith(("made", "with")) else f"{unseen} {phrase}"
-    return f"there is no {phrase}" if negated else f"there is {with_article(phrase)}"
-
-
 def _split_by_truth(pool: Iterable, truth: Callable) -> tuple[list, list]:
     true, false = [], []
     for x in pool:
@@ -182,51 +198,50 @@ def _split_by_truth(pool: Iterable, truth: Callable) -> tuple[list, list]:
     return true, false
 
 
-def _random_absent(form: Sequence[str], taken: set, rng: np.random.Generator, tries: int = 100) -> Desc | None:
-    """A description of the form with uniformly drawn attribute values that is not in `taken` (None if none turns up)."""
-    for _ in range(tries):
-        d = tuple((a, _pick(ATTRIBUTES[a], rng)) for a in form)
-        if d not in taken:
-            return d
+# --------------------------------------------------------------------------------------
+# Visual entailment
+# --------------------------------------------------------------------------------------
+
+def relation(a: SceneObject, b: SceneObject) -> str | None:
+    """How `a` stands to `b` ('to the left of', 'above', ...) or None if they are not in one row or column."""
+    (ra, ca), (rb, cb) = a.quadrant.split(), b.quadrant.split()
+    if ra == rb and ca != cb:
+        return "to the left of" if ca == "left" else "to the right of"
+    if ca == cb and ra != rb:
+        return "above" if ra == "top" else "below"
     return None
 
 
-def _entailment_options(scene: Scene, counts: Sequence[int]) -> dict[tuple, tuple[list, list, Callable | None]]:
-    """For each template (and form): (arguments that make it true, near-miss arguments that make it false, a
-    sampler of far arguments that make it false or None). Only options with both truth values are kept
-    (so the scene decides the label)."""
+def _entailment_options(scene: Scene, counts: Sequence[int], grammar: Grammar) -> dict[tuple, tuple]:
+    """For each template and form: (arguments that make it true, near-miss arguments that make it false,
+    a sampler of uniform false arguments or None). Only options with both truth values are kept."""
     options: dict = {}
-    for form in ENTAILMENT_FORMS:
+    for form in grammar.presence_forms:
         own = {describe_object(o, form) for o in scene.objects}
         options[("presence", form)] = (sorted(own), sorted({n for d in own for n in neighbours(d)} - own),
                                        lambda rng, form=form, own=own: _random_absent(form, own, rng))
     n = len(scene.objects)
     if n in counts and len(counts) > 1:
         options[("count", ())] = ([n], [c for c in counts if c != n], None)
-    for form in RELATION_FORMS:
-        facts = sorted({(describe_object(a, form), relation(a, b), describe_object(b, form))
-                        for a in scene.objects for b in scene.objects if a is not b and relation(a, b)})
+    for form in grammar.relation_forms:
+        facts = {(describe_object(a, form), relation(a, b), describe_object(b, form))
+                 for a in scene.objects for b in scene.objects if a is not b and relation(a, b)}
         near = {(x, _INVERSE[r], y) for x, r, y in facts}
         near |= {(n, r, y) for x, r, y in facts for n in neighbours(x)}
         near |= {(x, r, n) for x, r, y in facts for n in neighbours(y)}
 
         def far(rng, form=form, facts=frozenset(facts)):
-            for _ in range(100):
-                arg = (_random_absent(form, set(), rng), _pick(RELATIONS, rng), _random_absent(form, set(), rng))
-                if arg not in facts:
-                    return arg
-            return None
-        options[("relation", form)] = (facts, sorted(near - set(facts)), far)
+            arg = (_random_absent(form, set(), rng), _pick(RELATIONS, rng), _random_absent(form, set(), rng))
+            return None if arg in facts else arg
+        options[("relation", form)] = (sorted(facts), sorted(near - facts), far)
     return {k: v for k, v in options.items() if v[0] and v[1]}
 
 
-def _false_arg(near: Sequence, far: Callable | None, near_miss: float, rng: np.random.Generator):
-    """A near-miss argument with probability `near_miss` (or when there is no far sampler), else a far one."""
-    if far is not None and rng.random() >= near_miss:
-        arg = far(rng)
-        if arg is not None:
-            return arg
-    return _pick(near, rng)
+def _presence_text(desc: Desc, negated: bool, unseen: str | None = None) -> str:
+    phrase = noun_phrase(desc)
+    if unseen is not None:  # "a red circle made of wood", "a heavy red circle"
+        phrase = f"{phrase} {unseen}" if unseen.startswith(("made", "with")) else f"{unseen} {phrase}"
+    return f"there is no {phrase}" if negated else f"there is {with_article(phrase)}"
 
 
 def _visual_text(kind: str, arg, negated: bool) -> str:
@@ -241,25 +256,21 @@ def _visual_text(kind: str, arg, negated: bool) -> str:
 
 
 def entailment_hypotheses(scene: Scene, rng: np.random.Generator, n: int = 6, counts: Sequence[int] = (2, 3),
-                          near_miss: float = 0.5) -> list[Statement]:
+                          grammar: str | Grammar = "simple") -> list[Statement]:
     """`n` hypotheses about `scene` (a multiple of 6): per 6, two of each label and two of each family.
 
     Family and label per slot: visual (entailment, contradiction), unseen (neutral, contradiction),
     negated unseen (entailment, neutral). `counts` are the object counts the world can hold (count
-    hypotheses name only these numbers, so a number alone does not give the label away). A false
-    mention is a near miss (one attribute of a present object changed) with probability `near_miss`,
-    else drawn uniformly among absent ones (easier: it often shares neither colour nor shape).
+    hypotheses name only these numbers, so a number alone does not give the label away).
     """
     if n < 6 or n % 6:
         raise ValueError(f"n must be a positive multiple of 6 (two hypotheses per label and family), got {n}")
-    if not 0 <= near_miss <= 1:
-        raise ValueError(f"near_miss must lie in [0, 1], got {near_miss}")
-    options = _entailment_options(scene, counts)
+    grammar = get_grammar(grammar)
+    options = _entailment_options(scene, counts, grammar)
     visual: dict[str, list] = {}  # kind -> its (kind, form) keys; a kind is drawn first, then a form
     for key in sorted(options):
         visual.setdefault(key[0], []).append(key)
     kinds = sorted(visual)
-    unseen = visual["presence"]
     plan = [("visual", ENTAILMENT), ("visual", CONTRADICTION), ("unseen", NEUTRAL), ("unseen", CONTRADICTION),
             ("unseen-not", ENTAILMENT), ("unseen-not", NEUTRAL)] * (n // 6)
     out: list[Statement] = []
@@ -273,17 +284,17 @@ def entailment_hypotheses(scene: Scene, rng: np.random.Generator, n: int = 6, co
             template = kind + ("-not" if negated else "")
 
             def make(rng, kind=kind, want_true=want_true, negated=negated, opts=options[(kind, form)]):
-                arg = _pick(opts[0], rng) if want_true else _false_arg(opts[1], opts[2], near_miss, rng)
+                arg = _pick(opts[0], rng) if want_true else _false_arg(opts[1], opts[2], grammar.near_miss, rng)
                 return _visual_text(kind, arg, negated)
         else:
             # the object is there -> neutral; it is not -> contradiction (or entailment when negated)
             template = family
 
-            def make(rng, opts=options[_pick(unseen, rng)], present=label == NEUTRAL, negated=family == "unseen-not"):
-                arg = _pick(opts[0], rng) if present else _false_arg(opts[1], opts[2], near_miss, rng)
+            def make(rng, opts=options[_pick(visual["presence"], rng)], present=label == NEUTRAL,
+                     negated=family == "unseen-not"):
+                arg = _pick(opts[0], rng) if present else _false_arg(opts[1], opts[2], grammar.near_miss, rng)
                 return _presence_text(arg, negated, _pick(UNSEEN, rng))
-        text = _fresh(make, seen, rng)
-        out.append(Statement(text, label, template))
+        out.append(Statement(_fresh(make, seen, rng), label, template))
     order = rng.permutation(len(out))
     return [out[i] for i in order]
 
@@ -299,22 +310,22 @@ _QUANTIFIED = {  # template -> (text prefix, truth from (in left, in right))
 }
 
 
-def _nlvr_options(left: Scene, right: Scene) -> dict[tuple, tuple[list, list]]:
-    """For each template (and form): the arguments that make it true / false on the pair (both non-empty)."""
+def _nlvr_options(left: Scene, right: Scene, grammar: Grammar) -> dict[tuple, tuple[list, list]]:
+    """For each template and form: the arguments that make it true / false on the pair (both non-empty)."""
     options: dict = {}
-    for form in NLVR_FORMS:
-        own = {"left": {describe_object(o, form) for o in left.objects},
-               "right": {describe_object(o, form) for o in right.objects}}
-        pool = sorted(own["left"] | own["right"] | {n for d in own["left"] | own["right"] for n in neighbours(d)})
-        sides = [(side, d) for side in ("left", "right") for d in pool]
+    scenes = {"left": left, "right": right}
+    for form in grammar.nlvr_forms:
+        own = {side: {describe_object(o, form) for o in s.objects} for side, s in scenes.items()}
+        both = own["left"] | own["right"]
+        pool = sorted(both | {n for d in both for n in neighbours(d)})
+        sides = [(side, d) for side in scenes for d in pool]
         options[("side", form)] = _split_by_truth(sides, lambda a: a[1] in own[a[0]])
         for name, (_, truth) in _QUANTIFIED.items():
             options[(name, form)] = _split_by_truth(pool, lambda d: truth(d in own["left"], d in own["right"]))
-    scenes = {"left": left, "right": right}
-    for form in COUNT_FORMS:
-        # every (side, comparator, description) with at least one such object in the pair
-        pool = [d for d in candidate_descs([left, right], form) if present(d, left) or present(d, right)] or [()]
-        args = [(side, comp, d) for side in ("left", "right") for comp in ("more", "fewer") for d in pool]
+    for form in grammar.count_forms:
+        # every (side, comparator, mention) with at least one such object in the pair
+        pool = sorted({describe_object(o, form) for s in scenes.values() for o in s.objects})
+        args = [(side, comp, d) for side in scenes for comp in ("more", "fewer") for d in pool]
 
         def truth(arg):
             side, comp, d = arg
@@ -335,20 +346,20 @@ def _nlvr_text(template: str, arg) -> str:
     return f"{_QUANTIFIED[template][0]} {with_article(noun_phrase(arg))}"
 
 
-def nlvr_statements(left: Scene, right: Scene, rng: np.random.Generator, n: int = 6) -> list[Statement]:
+def nlvr_statements(left: Scene, right: Scene, rng: np.random.Generator, n: int = 8,
+                    grammar: str | Grammar = "simple") -> list[Statement]:
     """`n` statements (even) about the pair, half true (label 1) and half false (label 0)."""
     if n < 2 or n % 2:
         raise ValueError(f"n must be a positive even number (half true, half false), got {n}")
-    options = _nlvr_options(left, right)
-    # templates first (uniform), then the form: every template is equally common where it applies
+    options = _nlvr_options(left, right, get_grammar(grammar))
+    # a template first (uniform among those the pair allows), then a form
     by_template: dict[str, list] = {}
     for key in sorted(options):
         by_template.setdefault(key[0], []).append(key)
     templates = sorted(by_template)
-    labels = rng.permutation([1, 0] * (n // 2))
     out: list[Statement] = []
     seen: set[str] = set()
-    for label in labels:
+    for label in rng.permutation([1, 0] * (n // 2)):
         key = _pick(by_template[_pick(templates, rng)], rng)
         args = options[key][0 if label else 1]
         text = _fresh(lambda rng: _nlvr_text(key[0], _pick(args, rng)), seen, rng)
@@ -362,27 +373,11 @@ def pair_images(indices: Sequence[int], rng: np.random.Generator) -> np.ndarray:
     return idx[: len(idx) // 2 * 2].reshape(-1, 2)
 
 
-# --------------------------------------------------------------------------------------
-# Text to tensors
-# --------------------------------------------------------------------------------------
-
-def fit_tokenizer(texts: Sequence[str], path: str | Path):
-    """The tokenizer cached at `path` (trained on `texts` if absent, or if it no longer covers them)."""
-    from .tokenizer import cached_tokenizer, train_tokenizer
-
-    tokenizer = cached_tokenizer(texts, path)
-    vocab = tokenizer.get_vocab()
-    if any(w not in vocab for w in {w for t in set(texts) for w in re.findall(r"\w+", t.lower())}):
-        tokenizer = train_tokenizer(texts, path=path)  # cached from an older grammar: retrain it
-    return tokenizer
-
-
-def tokenize(tokenizer, texts: Sequence[str], max_len: int):
-    """Token ids and attention masks (N, max_len); raises if a text would be cut."""
-    enc = tokenizer(list(texts), padding="max_length", truncation=False, max_length=max_len, return_tensors="pt")
-    if enc["input_ids"].shape[1] > max_len:
-        raise ValueError(f"a statement has more than max_len={max_len} tokens; raise the model's max_text_len")
-    return enc["input_ids"], enc["attention_mask"]
+def scene_description(scene: Scene, rng: np.random.Generator) -> str:
+    """A plain description of every object, in random order: 'a large red circle in the top left and ...'."""
+    objs = [scene.objects[i] for i in rng.permutation(len(scene.objects))]
+    parts = [with_article(noun_phrase(describe_object(o, ("size", "colour", "shape", "quadrant")))) for o in objs]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 # --------------------------------------------------------------------------------------
@@ -392,15 +387,17 @@ def tokenize(tokenizer, texts: Sequence[str], max_len: int):
 _SALT = {"entailment": 101, "nlvr": 202, "description": 303}
 
 
-def world_hypotheses(world, per_image: int = 6) -> list[list[Statement]]:
+def world_hypotheses(world, per_image: int = 6, grammar: str | Grammar = "simple") -> list[list[Statement]]:
     """Entailment hypotheses for every image of a `SceneWorld`: a list (one per image) of `per_image`."""
     cfg = world.config
     counts = tuple(range(cfg.min_objects, cfg.max_objects + 1))
-    return [entailment_hypotheses(scene, np.random.default_rng([cfg.seed, _SALT["entailment"], i]), per_image, counts)
+    return [entailment_hypotheses(scene, np.random.default_rng([cfg.seed, _SALT["entailment"], i]), per_image,
+                                  counts, grammar)
             for i, scene in enumerate(world.scenes)]
 
 
-def world_pairs(world, per_pair: int = 8) -> tuple[np.ndarray, np.ndarray, list[list[Statement]]]:
+def world_pairs(world, per_pair: int = 8, grammar: str | Grammar = "simple"
+                ) -> tuple[np.ndarray, np.ndarray, list[list[Statement]]]:
     """Pair the images of each split of a `SceneWorld` and write `per_pair` statements per pair.
 
     Returns (pairs (P, 2) image indices (left, right), split name per pair (P,), statements per pair).
@@ -416,21 +413,39 @@ def world_pairs(world, per_pair: int = 8) -> tuple[np.ndarray, np.ndarray, list[
         split += [name] * len(p)
     pairs_arr = np.concatenate(pairs).astype(np.int64)
     statements = [nlvr_statements(world.scenes[a], world.scenes[b],
-                                  np.random.default_rng([cfg.seed, _SALT["nlvr"], int(a), int(b)]), per_pair)
+                                  np.random.default_rng([cfg.seed, _SALT["nlvr"], int(a), int(b)]), per_pair, grammar)
                   for a, b in pairs_arr]
     return pairs_arr, np.asarray(split), statements
-
-
-def scene_description(scene: Scene, rng: np.random.Generator) -> str:
-    """A plain description of every object, in random order: 'a large red circle in the top left and ...'."""
-    objs = [scene.objects[i] for i in rng.permutation(len(scene.objects))]
-    parts = [with_article(noun_phrase(describe_object(o, ("size", "colour", "shape", "quadrant")))) for o in objs]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def world_descriptions(world, per_image: int = 3) -> list[list[str]]:
     """`per_image` descriptions (object orders) of every image of a `SceneWorld`, seeded by the world."""
     cfg = world.config
-    return [[scene_description(scene, rng) for _ in range(per_image)]
-            for i, scene in enumerate(world.scenes)
-            for rng in [np.random.default_rng([cfg.seed, _SALT["description"], i])]]
+    out = []
+    for i, scene in enumerate(world.scenes):
+        rng = np.random.default_rng([cfg.seed, _SALT["description"], i])
+        out.append([scene_description(scene, rng) for _ in range(per_image)])
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Text to tensors
+# --------------------------------------------------------------------------------------
+
+def fit_tokenizer(texts: Sequence[str], path: str | Path):
+    """The tokenizer cached at `path` (trained on `texts` if absent, or if it does not know all their words)."""
+    from .tokenizer import cached_tokenizer, train_tokenizer
+
+    tokenizer = cached_tokenizer(texts, path)
+    vocab = tokenizer.get_vocab()
+    if any(w not in vocab for w in {w for t in set(texts) for w in re.findall(r"\w+", t.lower())}):
+        tokenizer = train_tokenizer(texts, path=path)  # cached from an older grammar: retrain it
+    return tokenizer
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_len: int):
+    """Token ids and attention masks (N, max_len); raises if a text would be cut."""
+    enc = tokenizer(list(texts), padding="max_length", truncation=False, max_length=max_len, return_tensors="pt")
+    if enc["input_ids"].shape[1] > max_len:
+        raise ValueError(f"a statement has more than max_len={max_len} tokens; raise the model's max_text_len")
+    return enc["input_ids"], enc["attention_mask"]

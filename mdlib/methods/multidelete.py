@@ -81,7 +81,7 @@ class MultiDelete(Method):
         dis = get_distance(cfg.distance)
         old_f = frozen.encoded(fb)
         new_f = old_f if self.fusion_only else task.encode(model, fb)
-        perm = derangement(fb["unit"].cpu(), generator).to(fb["unit"].device)
+        perm = derangement(fb["unit"].cpu(), generator, strict=False).to(fb["unit"].device)
         out: dict[str, torch.Tensor] = {}
         # L_MD: D_f pairs under f' should look like unrelated pairs under f.
         md = torch.zeros((), device=fb["unit"].device)
@@ -106,7 +106,7 @@ class MultiDelete(Method):
         out["ukr"] = torch.zeros_like(md) if self.fusion_only else unimodal_retention_loss(
             task.unimodal(new_f), task.unimodal(old_f), dis)
         if cfg.head_retention > 0:
-            perm_r = derangement(rb["unit"].cpu(), generator).to(rb["unit"].device)
+            perm_r = derangement(rb["unit"].cpu(), generator, strict=False).to(rb["unit"].device)
             new_logits = torch.cat([task.logits(model, fused_r), task.logits(model, task.fused(model, new_r, perm_r))])
             # for -F the encoders are f's, so new_r already holds f's unimodal states
             old_r = new_r if self.fusion_only else frozen.encoded(rb, cache=False)

@@ -8,6 +8,8 @@ so they run unchanged on every task.
 """
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,21 +182,28 @@ class Task:
         return {"d_test": acc, "accuracy": acc}
 
 
-def derangement(units: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def derangement(units: torch.Tensor, generator: torch.Generator, strict: bool = True) -> torch.Tensor:
     """A permutation `p` of the batch with units[p[i]] != units[i] for every i (no example keeps its own
-    text, nor a text of the same deletion unit). Needs at least two distinct units in the batch."""
+    text, nor a text of the same deletion unit). None exists when one unit holds more than half of the
+    batch: then `strict` raises, otherwise the closest permutation is returned (no example keeps its own
+    text, as few as possible keep a text of their unit) with a warning."""
     n = len(units)
-    if len(torch.unique(units)) < 2:
-        raise ValueError("a derangement needs at least two distinct units in the batch")
-    for _ in range(100):
-        p = torch.randperm(n, generator=generator)
-        if not (units[p] == units).any():
-            return p
-    # Fallback that always works: sort by unit, rotate by the largest unit's count.
-    order = torch.argsort(units, stable=True)
-    shift = int(torch.unique(units, return_counts=True)[1].max())
+    counts = torch.unique(units, return_counts=True)[1]
+    shift = int(counts.max())
     if shift * 2 > n:
-        raise ValueError("no derangement exists: one unit holds more than half of the batch")
+        message = ("no derangement exists: one unit holds more than half of the batch "
+                   f"({shift} of {n} examples); use larger batches or more deletion units")
+        if strict or n < 2:
+            raise ValueError(message)
+        warnings.warn(message + "; some unrelated pairs share a unit", stacklevel=2)
+        shift = n // 2
+    else:
+        for _ in range(100):
+            p = torch.randperm(n, generator=generator)
+            if not (units[p] == units).any():
+                return p
+    # Fallback that always works when a derangement exists: sort by unit, rotate by the largest unit's count.
+    order = torch.argsort(units, stable=True)
     p = torch.empty_like(order)
     p[order] = order.roll(shift)
     return p

@@ -6,12 +6,15 @@ image). The model fuses the image with the hypothesis and a 3-way head reads the
 [CLS]. The deletion unit is the image: all hypotheses of a deleted image leave together.
 Metric: accuracy (`Task.evaluate`); D_f score on P(true label) (`Task.true_probability`).
 
-Training objective (`StatementTask.training_loss`): the head's cross-entropy plus an
-auxiliary image-description contrastive loss (ITC), the stand-in for the image-text
-pre-training that ALBEF/BLIP receive before they are fine-tuned on SNLI-VE or NLVR2.
-Without it a model trained from scratch learns only the hypothesis-only prior (DESIGN.md
-section 9 describes the same stall for ITM). The descriptions belong to the batch's own
-images, so a deleted unit takes its descriptions with it.
+Training objective (`StatementTask.training_loss`): the head's cross-entropy plus two
+auxiliary losses on plain descriptions of the batch's own images ("a large red circle in the
+top left and ..."), which stand in for the image-text pre-training ALBEF/BLIP receive before
+they are fine-tuned on SNLI-VE or NLVR2: image-text contrastive learning (ITC) and
+image-conditioned masked language modelling (the fusion must fill in masked colour, shape,
+size and place words from the image). Trained from scratch on the cross-entropy alone, the
+model learns only the hypothesis-only prior and its fusion never starts to use the image
+(DESIGN.md section 9 describes the same stall for ITM); image-conditioned MLM is what breaks
+the stall. A deleted unit takes its images' descriptions with it.
 """
 from __future__ import annotations
 
@@ -21,31 +24,30 @@ import torch.nn.functional as F
 
 from ..data.examples import Batch, ExampleSet
 from ..data.reasoning import (
-    ENTAILMENT_LABELS, ENTAILMENT_TEMPLATES, Statement, fit_tokenizer, tokenize, world_descriptions, world_hypotheses,
+    ATTRIBUTE_WORDS, ENTAILMENT_LABELS, ENTAILMENT_TEMPLATES, Grammar, Statement, fit_tokenizer, tokenize,
+    world_descriptions, world_hypotheses,
 )
 from ..data.world import SPLITS, SceneWorld
 from ..models import MultimodalModel
-from .base import Task
+from .base import Encoded, Task
 from .retrieval import image_tensor
 
 
 class StatementTask(Task):
     """Shared parts of the statement tasks (entailment, NLVR): banks, the objective, per-template accuracy.
 
-    Attributes set by the builders: `world`, `texts` (the statement of each example id) and
-    `templates` (names indexed by the examples' `template` field, (N,)). Banks: `image`
-    (M, 3, S, S) and the images' descriptions `desc_input_ids` / `desc_attention_mask` (M, K, L).
+    Attributes set by the builders: `world`, `texts` (the statement of each example id), `templates`
+    (names indexed by the examples' `template` field, (N,)) and `attribute_ids` (token ids of the
+    attribute words). Banks, indexed by image: `image` (M, 3, S, S) and `desc_input_ids` /
+    `desc_attention_mask` (M, K, L), K plain descriptions of each image.
     """
 
     templates: tuple[str, ...] = ()
     descriptions_per_image: int = 3
-    itc_weight: float = 1.0  # default weight of the auxiliary description ITC in `training_loss`
+    itc_weight: float = 1.0  # default weights of the auxiliary losses in `training_loss`
+    fused_mlm_weight: float = 1.0
 
     # -- building -----------------------------------------------------------------------
-    @staticmethod
-    def _max_len(model_defaults: dict) -> int:
-        return int(model_defaults.get("max_text_len", 64))
-
     @classmethod
     def _tokenizer(cls, world: SceneWorld, statements: list[list[Statement]], tokenizer_path):
         """Trained (or loaded) on this task's statements and the images' descriptions."""
@@ -57,14 +59,14 @@ class StatementTask(Task):
     def _assemble(cls, world: SceneWorld, tokenizer, model_defaults: dict, statements: list[list[Statement]],
                   image_index: torch.Tensor, unit: torch.Tensor, unit_split: np.ndarray) -> "StatementTask":
         """Tokenise, build the banks and the examples, split by unit (`unit_split[u]` = the split of unit u)."""
-        max_len = cls._max_len(model_defaults)
+        max_len = int(model_defaults.get("max_text_len", 64))
         flat = [s for ss in statements for s in ss]
         ids, mask = tokenize(tokenizer, [s.text for s in flat], max_len)
-        descs = world_descriptions(world, cls.descriptions_per_image)
-        d_ids, d_mask = tokenize(tokenizer, [d for ds in descs for d in ds], max_len)
-        banks = {"image": image_tensor(world.images),
-                 "desc_input_ids": d_ids.view(len(world), cls.descriptions_per_image, -1),
-                 "desc_attention_mask": d_mask.view(len(world), cls.descriptions_per_image, -1)}
+        descriptions = world_descriptions(world, cls.descriptions_per_image)
+        d_ids, d_mask = tokenize(tokenizer, [d for ds in descriptions for d in ds], max_len)
+        shape = (len(world), cls.descriptions_per_image, -1)
+        banks = {"image": image_tensor(world.images), "desc_input_ids": d_ids.view(shape),
+                 "desc_attention_mask": d_mask.view(shape)}
         fields = {
             "image_index": image_index, "input_ids": ids, "attention_mask": mask,
             "label": torch.tensor([s.label for s in flat]),
@@ -75,44 +77,72 @@ class StatementTask(Task):
         splits = [everything.with_units(np.flatnonzero(unit_split == s), s) for s in SPLITS]
         task = cls(*splits, tokenizer=tokenizer, model_defaults=model_defaults)
         task.world, task.texts = world, [s.text for s in flat]
+        vocab = tokenizer.get_vocab()
+        task.attribute_ids = torch.tensor(sorted(vocab[w] for w in ATTRIBUTE_WORDS if w in vocab))
         return task
 
     # -- objective --------------------------------------------------------------------------
     def training_loss(self, model: MultimodalModel, batch: Batch, generator: torch.Generator | None = None,
-                      mlm_weight: float = 0.0, itc_weight: float | None = None,
+                      mlm_weight: float = 0.0, itc_weight: float | None = None, fused_mlm_weight: float | None = None,
                       **options) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy of the head + `itc_weight` x description ITC (+ `mlm_weight` x MLM of the statements)."""
-        itc_weight = self.itc_weight if itc_weight is None else itc_weight
+        """Cross-entropy of the head + `itc_weight` x description ITC + `fused_mlm_weight` x image-conditioned
+        MLM of the descriptions (+ `mlm_weight` x text-only MLM of the statements, for UL). Weights left
+        None take the class defaults; other options (the retrieval task's) are ignored."""
+        weights = {"itc": self.itc_weight if itc_weight is None else itc_weight,
+                   "fused_mlm": self.fused_mlm_weight if fused_mlm_weight is None else fused_mlm_weight}
         enc = self.encode(model, batch)
         ce = F.cross_entropy(self.logits(model, self.fused(model, enc)), batch["label"])
         loss, logs = ce, {"ce": ce.item()}
-        if itc_weight > 0:
-            itc = self.description_itc(model, batch, enc, generator)
-            loss = loss + itc_weight * itc
-            logs["itc"] = itc.item()
+        for name, fn in (("itc", self.description_itc), ("fused_mlm", self.description_mlm)):
+            if weights[name] > 0:
+                value = fn(model, batch, enc, generator)
+                loss = loss + weights[name] * value
+                logs[name] = value.item()
         if mlm_weight > 0:
             mlm = self.mlm_loss(model, batch, generator)
             loss = loss + mlm_weight * mlm
             logs["mlm"] = mlm.item()
         return loss, {"loss": loss.item(), **logs}
 
-    def description_itc(self, model: MultimodalModel, batch: Batch, enc, generator: torch.Generator | None = None
-                        ) -> torch.Tensor:
-        """Image-text contrastive loss between the batch's images (all B x n_images) and a random
-        description of each; several copies of one image count as positives of each other's descriptions."""
-        images = batch["image_index"].reshape(-1).cpu()  # (B * n_images,)
+    def _descriptions(self, batch: Batch, enc: Encoded, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        """One image per example (for pairs, a random side) with a random description of it: (image indices
+        (B,) on the CPU, image states (B, N, H), description ids (B, L'), mask (B, L'))."""
+        b = len(batch["label"])
+        side = torch.randint(self.n_images, (b,), generator=generator)
+        images = batch["image_index"].reshape(b, -1).cpu()[torch.arange(b), side]
+        states = enc.image[torch.arange(b, device=enc.image.device), side.to(enc.image.device)]
         bank_ids, bank_mask = self.train.banks["desc_input_ids"], self.train.banks["desc_attention_mask"]
-        pick = torch.randint(bank_ids.shape[1], (len(images),), generator=generator)
+        pick = torch.randint(bank_ids.shape[1], (b,), generator=generator)
         mask = bank_mask[images, pick]
         width = int(mask.sum(1).max())
         device = batch["input_ids"].device
-        ids, mask = bank_ids[images, pick, :width].to(device), mask[:, :width].to(device)
-        img_feat, txt_feat = model.contrastive_features(enc.image.flatten(0, 1), model.encode_text(ids, mask))
-        sim = model.temperature_scale() * img_feat @ txt_feat.t()  # (B*n, B*n)
-        images = images.to(device)
+        return images, states, bank_ids[images, pick, :width].to(device), mask[:, :width].to(device)
+
+    def description_itc(self, model: MultimodalModel, batch: Batch, enc: Encoded,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """Image-text contrastive loss between one image of each example and a random description of it;
+        copies of one image in the batch count as positives of each other's descriptions."""
+        images, states, ids, mask = self._descriptions(batch, enc, generator)
+        img_feat, txt_feat = model.contrastive_features(states, model.encode_text(ids, mask))
+        sim = model.temperature_scale() * img_feat @ txt_feat.t()  # (B, B)
+        images = images.to(sim.device)
         same = (images[:, None] == images[None, :]).float()
         targets = same / same.sum(1, keepdim=True)
         return -(sim.log_softmax(1) * targets).sum(1).mean() / 2 - (sim.t().log_softmax(1) * targets).sum(1).mean() / 2
+
+    def description_mlm(self, model: MultimodalModel, batch: Batch, enc: Encoded,
+                        generator: torch.Generator | None = None, mask_prob: float = 0.3) -> torch.Tensor:
+        """Image-conditioned masked language modelling (ALBEF's MLM): attribute words of a description of one
+        image of each example are masked (each with `mask_prob`, at least one per description) and predicted
+        by the MLM head from the fusion's token states, so that only the image can tell them."""
+        _, states, ids, mask = self._descriptions(batch, enc, generator)
+        maskable = torch.isin(ids, self.attribute_ids.to(ids.device))
+        chosen = (torch.rand(ids.shape, generator=generator).to(ids.device) < mask_prob) & maskable
+        first = maskable.float().argmax(1)
+        chosen[torch.arange(len(ids)), first] |= ~chosen.any(1) & maskable.any(1)
+        masked = ids.masked_fill(chosen, self.tokenizer.mask_token_id)
+        fused_states = model.fusion(model.encode_text(masked, mask), mask, model.image_to_fusion(states))
+        return F.cross_entropy(model.mlm_head(fused_states[chosen]), ids[chosen])
 
     # -- readouts for teaching --------------------------------------------------------------
     @torch.no_grad()
@@ -153,19 +183,21 @@ class EntailmentTask(StatementTask):
     templates = ENTAILMENT_TEMPLATES
 
     @classmethod
-    def build(cls, world: SceneWorld, model_defaults: dict, tokenizer_path, per_image: int = 6) -> "EntailmentTask":
+    def build(cls, world: SceneWorld, model_defaults: dict, tokenizer_path, per_image: int = 6,
+              grammar: str | Grammar = "simple") -> "EntailmentTask":
         """The task on an embedded world, with a tokenizer trained on its texts (cached at `tokenizer_path`)."""
-        statements = world_hypotheses(world, per_image)
+        statements = world_hypotheses(world, per_image, grammar)
         tokenizer = cls._tokenizer(world, statements, tokenizer_path)
         return cls.from_world(world, tokenizer, dict(model_defaults, vocab_size=tokenizer.vocab_size),
-                              per_image=per_image, statements=statements)
+                              statements=statements)
 
     @classmethod
     def from_world(cls, world: SceneWorld, tokenizer, model_defaults: dict, per_image: int = 6,
+                   grammar: str | Grammar = "simple",
                    statements: list[list[Statement]] | None = None) -> "EntailmentTask":
-        """Examples: `per_image` hypotheses per image; fields image_index (N,), label (N,), template (N,),
-        unit = the image."""
-        statements = statements if statements is not None else world_hypotheses(world, per_image)
+        """Examples: `per_image` hypotheses per image (or the given `statements`, one list per image); fields
+        image_index (N,), label (N,), template (N,), unit = the image."""
+        statements = statements if statements is not None else world_hypotheses(world, per_image, grammar)
         if len(statements) != len(world):
             raise ValueError(f"need one list of hypotheses per image: {len(statements)} lists for {len(world)} images")
         image_index = torch.as_tensor(np.repeat(np.arange(len(world)), [len(ss) for ss in statements]))

@@ -9,14 +9,15 @@ and `image_index` is (N, 2).
 The images of each split are paired once, so every image belongs to exactly one pair; the
 deletion unit is the pair (all statements about a deleted pair, and hence about both of its
 images, leave together). Metric: accuracy; D_f score on P(true label). The objective is
-`StatementTask.training_loss` (cross-entropy + description ITC on both images).
+`StatementTask.training_loss` (cross-entropy + description ITC and image-conditioned MLM on
+one image, a random side, of every example).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..data.reasoning import NLVR_LABELS, NLVR_TEMPLATES, Statement, world_pairs
+from ..data.reasoning import NLVR_LABELS, NLVR_TEMPLATES, Grammar, Statement, world_pairs
 from ..data.world import SceneWorld
 from .entailment import StatementTask
 
@@ -30,19 +31,20 @@ class NLVRTask(StatementTask):
     templates = NLVR_TEMPLATES
 
     @classmethod
-    def build(cls, world: SceneWorld, model_defaults: dict, tokenizer_path, per_pair: int = 8) -> "NLVRTask":
+    def build(cls, world: SceneWorld, model_defaults: dict, tokenizer_path, per_pair: int = 8,
+              grammar: str | Grammar = "simple") -> "NLVRTask":
         """The task on an embedded world, with a tokenizer trained on its texts (cached at `tokenizer_path`)."""
-        made = world_pairs(world, per_pair)
+        made = world_pairs(world, per_pair, grammar)
         tokenizer = cls._tokenizer(world, made[2], tokenizer_path)
-        return cls.from_world(world, tokenizer, dict(model_defaults, vocab_size=tokenizer.vocab_size),
-                              per_pair=per_pair, made=made)
+        return cls.from_world(world, tokenizer, dict(model_defaults, vocab_size=tokenizer.vocab_size), made=made)
 
     @classmethod
     def from_world(cls, world: SceneWorld, tokenizer, model_defaults: dict, per_pair: int = 8,
+                   grammar: str | Grammar = "simple",
                    made: tuple[np.ndarray, np.ndarray, list[list[Statement]]] | None = None) -> "NLVRTask":
-        """Examples: `per_pair` statements per pair; fields image_index (N, 2), label (N,), template (N,),
-        unit = the pair id (a row of `task.pairs`, (P, 2) image indices)."""
-        pairs, pair_split, statements = made if made is not None else world_pairs(world, per_pair)
+        """Examples: `per_pair` statements per pair (or `made`, the output of `world_pairs`); fields
+        image_index (N, 2), label (N,), template (N,), unit = the pair id (a row of `task.pairs`, (P, 2))."""
+        pairs, pair_split, statements = made if made is not None else world_pairs(world, per_pair, grammar)
         pair_of = torch.as_tensor(np.repeat(np.arange(len(pairs)), [len(ss) for ss in statements]))
         task = cls._assemble(world, tokenizer, model_defaults, statements, torch.as_tensor(pairs)[pair_of], pair_of,
                              pair_split)

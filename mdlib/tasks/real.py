@@ -203,12 +203,12 @@ def _retrieval_task(data: RealData, tokenizer, defaults: dict, bank: ImageBank):
 
 def _statement_banks(data: RealData, tokenizer, defaults: dict, bank: ImageBank) -> dict:
     """The image bank and, when the dataset has them, the images' descriptions in StatementTask's
-    layout (M, K, V, L) with one variant (V = 1: the description as it is)."""
+    layout (M, K, L)."""
     banks = {"image": bank}
     if data.descriptions is not None:
         k = len(data.descriptions[0])
         ids, mask = _tokenize(tokenizer, [d for ds in data.descriptions for d in ds], defaults["max_text_len"])
-        shape = (len(data.images), k, 1, -1)
+        shape = (len(data.images), k, -1)
         banks |= {"desc_input_ids": ids.view(shape), "desc_attention_mask": mask.view(shape)}
     return banks
 
@@ -219,11 +219,12 @@ def _statement_task(cls, data: RealData, tokenizer, defaults: dict, bank: ImageB
     everything = ExampleSet(fields, _statement_banks(data, tokenizer, defaults, bank), name="all")
     task = cls(*_splits(everything, data), tokenizer=tokenizer, model_defaults=defaults)
     task.templates = (template,)
-    # Auxiliary losses of the statement tasks: description matching needs the scene world's object
-    # annotations (none in real data); the description ITC needs descriptions (SNLI-VE premises).
-    task.match_weight = 0.0
+    # Auxiliary losses of the statement tasks need descriptions of the images (SNLI-VE's premises);
+    # without attribute annotations, the image-conditioned MLM may mask any ordinary word (ALBEF's MLM).
     if data.descriptions is None:
-        task.itc_weight = 0.0
+        task.itc_weight = task.fused_mlm_weight = 0.0
+    special = set(tokenizer.all_special_ids)
+    task.attribute_ids = torch.tensor(sorted(set(tokenizer.get_vocab().values()) - special))
     return task
 
 
