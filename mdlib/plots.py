@@ -233,6 +233,9 @@ def metric_curves(history: list[dict], keys=("d_f", "val_d_test"), x: str = "ste
 
 
 def _metric_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of `metric` with a `value` column: from a long table (metric, value) or a wide one (a `metric` column)."""
+    if "metric" not in df.columns and "value" not in df.columns and metric in df.columns:
+        df = df.rename(columns={metric: "value"})
     if "metric" in df.columns:
         df = df[df["metric"] == metric]
         if df.empty:
@@ -324,7 +327,8 @@ def roc_curves(curves: dict[str, tuple], log: bool = True) -> Figure:
 def time_vs_size(df: pd.DataFrame, metric: str = "seconds") -> Figure:
     """Wall time against |D_f| per method (mean ± sd over seeds), with each method's fitted slope.
 
-    df: long table with method, df_size and value (rows of `metric` when there is a metric column).
+    df: long table with method, df_size and value (rows of `metric` when there is a metric column), or a
+    wide one with method, df_size and a `metric` column.
     """
     df = _metric_rows(df, metric)
     if "df_size" not in df.columns:
