@@ -223,7 +223,7 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
 
     One epoch = one pass over D_f in batches of `forget_batch`; each step also draws a batch of
     `retain_batch` examples of D_r (cycling through a shuffled D_r). A small D_f gets extra epochs so
-    that the run takes at least `min_steps` steps; validation checks come once per epoch (at most 8). Only the method's
+    that the run takes at least `min_steps` steps; validation checks come once per epoch (at most 6). Only the method's
     trainable parameters move (the fusion module and head for "-F" variants).
     """
     cfg = method.config
@@ -239,7 +239,7 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
     steps_per_epoch = max(1, len(forget) // cfg.forget_batch) if len(forget) >= 2 * cfg.forget_batch else 1
     epochs = max(epochs, math.ceil(getattr(cfg, "min_steps", 0) / steps_per_epoch))
     total = epochs * steps_per_epoch
-    eval_every = cfg.eval_every or max(steps_per_epoch, total // 8)
+    eval_every = cfg.eval_every or max(steps_per_epoch, total // 6)
     monitor = Monitor(task, forget, retain, val, seed)
     monitor.check(model, 0)
     retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
