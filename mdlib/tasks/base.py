@@ -9,7 +9,6 @@ so they run unchanged on every task.
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 
 import numpy as np
