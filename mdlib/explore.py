@@ -10,18 +10,18 @@ figure instead, so an executed notebook still shows something.
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pandas as pd
 
 from .data.examples import ExampleSet
 from .plots import as_images, metric_curves
+from .utils import is_batch
 
 
 def is_interactive() -> bool:
     """True in a live notebook; False in batch runs (CI / MDLIB_BATCH set) or without ipywidgets."""
-    if any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no") for v in ("CI", "MDLIB_BATCH")):
+    if is_batch():
         return False
     try:
         import ipywidgets  # noqa: F401

@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from .data.examples import ExampleSet
 from .models import MultimodalModel
 from .tasks.base import Task
+from .utils import progress_bar
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def train(model: MultimodalModel, task: Task, data: ExampleSet, config: TrainCon
     opt = make_optimizer(model, config.lr, config.weight_decay, config.fusion_lr_mult)
     sched = warmup_cosine(opt, min(config.warmup_steps, total // 5), total)
     history: list[dict] = []
-    bar = tqdm(total=total, desc="training", disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc="training", disable=not progress, leave=False)
     start = time.perf_counter()
     for epoch in range(config.epochs):
         model.train()
@@ -127,7 +127,7 @@ def train(model: MultimodalModel, task: Task, data: ExampleSet, config: TrainCon
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{logs['loss']:.3f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{logs['loss']:.3f}", refresh=False)
         row = {"epoch": epoch + 1, "seconds": time.perf_counter() - start, **{k: v / max(n, 1) for k, v in sums.items()}}
         if val is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
             row |= {f"val_{k}": v for k, v in task.evaluate(model, val).items()}

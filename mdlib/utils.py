@@ -14,7 +14,7 @@ import torch
 
 __all__ = [
     "seed_everything", "resolve_device", "resolve_fast", "data_dir", "atomic_write",
-    "write_json", "generator", "config_hash",
+    "write_json", "generator", "config_hash", "is_batch", "progress_bar",
 ]
 
 
@@ -120,3 +120,21 @@ def config_hash(*objs: Any, length: int = 10) -> str:
 
     blob = json.dumps(objs, sort_keys=True, default=_json_default).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def is_batch() -> bool:
+    """True in batch runs: the `CI` or `MDLIB_BATCH` environment variable is set (papermill runner, nbval, CI)."""
+    return any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no") for v in ("CI", "MDLIB_BATCH"))
+
+
+def progress_bar(**kwargs):
+    """A tqdm progress bar: a widget in a live notebook; in batch runs plain text redrawn at most every
+    10 seconds, because thousands of widget updates from one cell overflow the kernel's output channel
+    (nbval and papermill then lose messages and stall)."""
+    if is_batch():
+        from tqdm.std import tqdm
+
+        return tqdm(mininterval=10.0, **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(**kwargs)

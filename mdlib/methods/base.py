@@ -18,12 +18,12 @@ from typing import Callable, ClassVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..data.examples import Batch, ExampleSet
 from ..metrics import d_f_score
 from ..models import MultimodalModel
 from ..tasks.base import Task
+from ..utils import progress_bar
 from .frozen import FrozenModel
 
 _REGISTRY: dict[str, tuple[type["Method"], bool]] = {}  # name -> (class, fusion_only)
@@ -245,7 +245,7 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
     retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
     notes: list[str] = []
     step = 0
-    bar = tqdm(total=total, desc=method.full_name, disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc=method.full_name, disable=not progress, leave=False)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(forget), generator=g)
@@ -270,7 +270,7 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
             opt.step()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if step % eval_every == 0 or step == total:
                 row = monitor.check(model, step, {f"loss_{k}": v for k, v in logs.items()})
                 if ascent_guard is not None and ascent_guard(row):

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data.examples import Batch
 from ..models import MultimodalModel
 from ..tasks.base import Task
+from ..utils import progress_bar
 from .base import Method, UnlearnResult, register
 from .dtd import check_after
 from .neggrad import reference_row
@@ -277,7 +277,7 @@ class LCodec(Method):
         remaining = len(forget) + len(retain)  # n: the training examples still in the model
         new.eval()
         steps = torch.randperm(len(forget), generator=g).split(cfg.scrub_batch)
-        for step, idx in enumerate(tqdm(steps, desc=self.full_name, disable=not progress, leave=False), 1):
+        for step, idx in enumerate(progress_bar(iterable=steps, desc=self.full_name, disable=not progress, leave=False), 1):
             batch = forget.batch(idx, device)
             units = self.select(new, task, batch, rows, vocab, g)
             params = rows.params(units)
