@@ -229,3 +229,13 @@ def test_probe_labels_for_graph_text_and_a_clear_error_elsewhere():
 def test_public_api():
     assert set(attacks.__all__) >= {"attack_features", "MembershipClassifier", "mi_ratio", "LiRA", "reference_models",
                                     "attack_report", "forget_gap", "forget_quality"}
+
+
+def test_mi_ratio_is_infinite_with_a_warning_when_no_example_looks_like_a_member():
+    from mdlib.attacks import mi_ratio
+
+    assert mi_ratio([0.6, 0.8], [0.35, 0.35]) == pytest.approx(2.0)
+    with pytest.warns(UserWarning, match="infinite"):
+        assert mi_ratio([0.6, 0.8], [0.0, 0.0]) == float("inf")
+    with pytest.raises(ValueError):
+        mi_ratio([], [0.5])

@@ -11,6 +11,8 @@ Higher = D_f looks less like training data after unlearning; 1.0 = no change.
 """
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,11 +113,14 @@ class MembershipClassifier:
 
 
 def mi_ratio(p_member_original, p_member_unlearned) -> float:
-    """mean P(member | D_f, f) / mean P(member | D_f, f'): > 1 = D_f looks less like training data after unlearning."""
+    """mean P(member | D_f, f) / mean P(member | D_f, f'): > 1 = D_f looks less like training data after unlearning
+    (infinite, with a warning, when f' gives every D_f example P(member) = 0)."""
     a = np.asarray(p_member_original, dtype=np.float64)
     b = np.asarray(p_member_unlearned, dtype=np.float64)
     if a.size == 0 or b.size == 0:
         raise ValueError("mi_ratio needs member probabilities of D_f under both models")
     if b.mean() <= 0:
-        raise ValueError("the unlearned model's mean P(member) is 0: the MI ratio is undefined")
+        warnings.warn("the attack calls no D_f example a member under the unlearned model (mean P(member) = 0): "
+                      "the MI ratio is infinite; such a model has usually collapsed (check its D_test)", stacklevel=2)
+        return math.inf
     return float(a.mean() / b.mean())
