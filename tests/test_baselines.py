@@ -37,23 +37,29 @@ def fast_hparams(name: str, **extra) -> dict:
     return {**FAST.get(base, OPTIMISED), **extra}
 
 
-@pytest.fixture(scope="module")
-def env():
-    """A tiny model trained briefly on 60 images of the fast world; D_f = 4 images (20 pairs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread is several times faster on a shared machine
-    task = load_task("retrieval", fast=True)
+def tiny_env(task_name: str, n_units: int, epochs: int) -> SimpleNamespace:
+    """A tiny model trained briefly on `n_units` deletion units of the task's fast data; D_f = 4 units."""
+    task = load_task(task_name, fast=True)
     config = task.model_config(hidden=32, intermediate=64, image_layers=1, text_layers=1, fusion_layers=1, heads=2,
                                embed_dim=32)
-    units = task.train.units()[:60]
+    units = task.train.units()[:n_units]
     data = task.train.with_units(units, "tiny D_train")
     torch.manual_seed(0)
     model = MultimodalModel(config)
-    train(model, task, data, TrainConfig(epochs=4, batch_size=32, lr=2e-3, warmup_steps=2), seed=0, progress=False)
+    train(model, task, data, TrainConfig(epochs=epochs, batch_size=32, lr=2e-3, warmup_steps=2), seed=0,
+          progress=False)
     model.eval()
-    yield SimpleNamespace(task=task, model=model, forget=data.with_units(units[:4], "D_f"),
-                          retain=data.without_units(units[:4], "D_r"),
-                          val=task.val.with_units(task.val.units()[:8], "val"))
+    return SimpleNamespace(task=task, model=model, forget=data.with_units(units[:4], "D_f"),
+                           retain=data.without_units(units[:4], "D_r"),
+                           val=task.val.with_units(task.val.units()[:8], "val"))
+
+
+@pytest.fixture(scope="module")
+def env():
+    """60 images of the fast retrieval world; D_f = 4 images (20 pairs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is several times faster on a shared machine
+    yield tiny_env("retrieval", 60, epochs=4)
     torch.set_num_threads(threads)
 
 

@@ -4,33 +4,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_baselines import ENCODER_PREFIXES, fast_hparams, snapshot
+from test_baselines import ENCODER_PREFIXES, fast_hparams, snapshot, tiny_env
 
 from mdlib.methods import available, unlearn
 from mdlib.metrics import d_f_score
-from mdlib.models import MultimodalModel
-from mdlib.tasks import load_task
-from mdlib.training import TrainConfig, train
 
 TASKS = ["entailment", "nlvr", "graph-text"]
 
 
 @pytest.fixture(scope="module", params=TASKS)
 def env(request):
-    """A tiny model trained briefly on 40 units of the task's fast data; D_f = 4 units."""
+    """40 units of the task's fast data; D_f = 4 units."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    task = load_task(request.param, fast=True)
-    config = task.model_config(hidden=32, intermediate=64, image_layers=1, text_layers=1, fusion_layers=1, heads=2,
-                               embed_dim=32)
-    units = task.train.units()[:40]
-    data = task.train.with_units(units, "tiny D_train")
-    torch.manual_seed(0)
-    model = MultimodalModel(config)
-    train(model, task, data, TrainConfig(epochs=2, batch_size=32, lr=2e-3, warmup_steps=2), seed=0, progress=False)
-    model.eval()
-    yield task, model, data.with_units(units[:4], "D_f"), data.without_units(units[:4], "D_r"), \
-        task.val.with_units(task.val.units()[:8], "val")
+    e = tiny_env(request.param, 40, epochs=2)
+    yield e.task, e.model, e.forget, e.retain, e.val
     torch.set_num_threads(threads)
 
 
