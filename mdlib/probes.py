@@ -61,6 +61,10 @@ class UnimodalProbe:
         return {"probe_image": a_img, "probe_text": a_txt, "probe_acc": (a_img + a_txt) / 2}
 
 
+SCENE_ATTRIBUTES = ("top_left_colour", "n_objects", "shapes")
+HPO_ATTRIBUTES = ("organ", "branch")
+
+
 def scene_labels(task: Task, examples: ExampleSet, attribute: str = "top_left_colour") -> np.ndarray:
     """A property of each example's (first) scene that both its image and its text reveal.
 
@@ -70,6 +74,8 @@ def scene_labels(task: Task, examples: ExampleSet, attribute: str = "top_left_co
     world = getattr(task, "world", None)
     if world is None:
         raise ValueError(f"scene labels need a task on the scene world; {task.name!r} has none")
+    if attribute not in SCENE_ATTRIBUTES:
+        raise ValueError(f"unknown attribute {attribute!r}; use {', '.join(SCENE_ATTRIBUTES)}")
     index = examples.fields["image_index"]
     index = index[:, 0] if index.dim() > 1 else index
     out = []
@@ -80,15 +86,9 @@ def scene_labels(task: Task, examples: ExampleSet, attribute: str = "top_left_co
             out.append(obj.colour if obj else "none")
         elif attribute == "n_objects":
             out.append(str(len(scene.objects)))
-        elif attribute == "shapes":
+        else:  # "shapes"
             out.append(scene.objects[0].shape)
-        else:
-            raise ValueError(f"unknown attribute {attribute!r}; use top_left_colour, n_objects or shapes")
     return np.asarray(out)
-
-
-HPO_ATTRIBUTES = ("organ", "branch")
-SCENE_ATTRIBUTES = ("top_left_colour", "n_objects", "shapes")
 
 
 def hpo_labels(task: Task, examples: ExampleSet, attribute: str = "organ") -> np.ndarray:

@@ -156,6 +156,14 @@ class Method:
     def trainable_parameters(self, model: MultimodalModel) -> list[torch.nn.Parameter]:
         return list(model.fusion_parameters()) if self.fusion_only else list(model.parameters())
 
+    def freeze_all_but_trainable(self, model: MultimodalModel) -> list[torch.nn.Parameter]:
+        """Let only `trainable_parameters` require gradients (the rest keep no grad); returns them."""
+        params = self.trainable_parameters(model)
+        trainable = {id(p) for p in params}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in trainable)
+        return params
+
     def loss(self, model: MultimodalModel, frozen: FrozenModel | None, task: Task, forget_batch: Batch,
              retain_batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -231,13 +239,10 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
     epochs = cfg.epochs if epochs is None else epochs
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
-    params = method.trainable_parameters(model)
-    trainable = {id(p) for p in params}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in trainable)
+    params = method.freeze_all_but_trainable(model)
     opt = torch.optim.AdamW(params, lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(forget) // cfg.forget_batch) if len(forget) >= 2 * cfg.forget_batch else 1
-    epochs = max(epochs, math.ceil(getattr(cfg, "min_steps", 0) / steps_per_epoch))
+    epochs = max(epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     total = epochs * steps_per_epoch
     eval_every = cfg.eval_every or max(steps_per_epoch, total // 6)
     monitor = Monitor(task, forget, retain, val, seed)

@@ -25,10 +25,7 @@ def step_time(method_name: str, model: MultimodalModel, task: Task, forget: Exam
     frozen = FrozenModel(model, task, cache=cache)
     f_prime = MultimodalModel(model.config).to(device)
     f_prime.load_state_dict(model.state_dict())
-    params = method.trainable_parameters(f_prime)
-    ids = {id(p) for p in params}
-    for p in f_prime.parameters():
-        p.requires_grad_(id(p) in ids)
+    params = method.freeze_all_but_trainable(f_prime)
     opt = torch.optim.AdamW(params, lr=method.config.lr)
     g = torch.Generator().manual_seed(seed)
     cfg = method.config
