@@ -79,9 +79,7 @@ class Retrain(Method):
             model = new
         else:
             model = init
-        trainable = {id(p) for p in self.trainable_parameters(model)}
-        for p in model.parameters():
-            p.requires_grad_(id(p) in trainable)
+        self.freeze_all_but_trainable(model)
         try:
             history = train(model, task, retain, recipe, seed=seed, val=val, progress=progress)
         finally:
