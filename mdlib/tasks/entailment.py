@@ -81,6 +81,18 @@ class StatementTask(Task):
         task.attribute_ids = torch.tensor(sorted(vocab[w] for w in ATTRIBUTE_WORDS if w in vocab))
         return task
 
+    def train_overrides(self, fast: bool) -> dict:
+        """Full mode: every statement in every epoch (`one_per_unit=False`), 15 epochs.
+
+        The model leans on the hypothesis-only prior (50%) for the first epochs and starts to read the
+        image after about 500 steps: the full-mode entailment model, trained from scratch on 12,000
+        hypotheses, sat at 56% validation accuracy after 3 epochs, 68% after 6 and 82% after 15
+        (train 91%). The fast world (400 images) is too small for that: its model stays at the prior
+        whatever the recipe (tried: 20-120 epochs, lr 3e-4 to 1e-3, every statement per epoch), so
+        fast mode keeps the default quick recipe and only checks that the code runs.
+        """
+        return {} if fast else {"one_per_unit": False, "epochs": 15, "eval_every": 3}
+
     # -- objective --------------------------------------------------------------------------
     def training_loss(self, model: MultimodalModel, batch: Batch, generator: torch.Generator | None = None,
                       mlm_weight: float = 0.0, itc_weight: float | None = None, fused_mlm_weight: float | None = None,
