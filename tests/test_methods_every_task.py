@@ -48,3 +48,18 @@ def test_forget_split_never_leaks_into_retain(env):
         forget, retain = task.forget_split(size, seed=1)
         assert not np.isin(forget.units(), retain.units()).any()
         assert len(forget) + len(retain) == len(task.train)
+
+
+def test_task_method_overrides_apply_under_explicit_settings(env):
+    task, model, forget, retain, val = env
+    overrides = task.method_overrides("multidelete")
+    if task.name == "graph-text":
+        assert overrides == {}
+        return
+    assert overrides["alpha"] > 1 and overrides["epochs"] > 4  # statement tasks: a stronger L_MD, longer
+    small = dict(epochs=1, min_steps=1, eval_every=1)
+    result = unlearn("multidelete", model, task, forget, retain, val, progress=False, **small)
+    assert result.config["alpha"] == overrides["alpha"] and result.config["lr"] == overrides["lr"]
+    assert result.config["epochs"] == 1  # the caller's setting wins
+    result = unlearn("multidelete", model, task, forget, retain, val, progress=False, alpha=0.5, **small)
+    assert result.config["alpha"] == 0.5

@@ -300,5 +300,8 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
 
 def unlearn(name: str, model: MultimodalModel, task: Task, forget: ExampleSet, retain: ExampleSet,
             val: ExampleSet | None = None, *, seed: int = 0, progress: bool = True, **hparams) -> UnlearnResult:
-    """Run the method registered as `name` with `hparams`: the one entry point of notebooks and runner."""
+    """Run the method registered as `name` with `hparams`: the one entry point of notebooks and runner.
+
+    The task's own defaults for the method (`Task.method_overrides(name)`) come first; `hparams` override them."""
+    hparams = {**task.method_overrides(name), **hparams}
     return get_method(name, **hparams).unlearn(model, task, forget, retain, val, seed=seed, progress=progress)

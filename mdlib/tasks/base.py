@@ -62,6 +62,11 @@ class Task:
         """Changes to the default TrainConfig for this task's original model (none by default)."""
         return {}
 
+    def method_overrides(self, method: str) -> dict:
+        """Changes to an unlearning method's default settings on this task (none by default); `unlearn`
+        applies them under the caller's own settings."""
+        return {}
+
     # -- model --------------------------------------------------------------------
     def model_config(self, **overrides) -> ModelConfig:
         cfg = dict(self.model_defaults, n_classes=self.n_classes, n_images=self.n_images)
