@@ -11,10 +11,12 @@ auxiliary losses on plain descriptions of the batch's own images ("a large red c
 top left and ..."), which stand in for the image-text pre-training ALBEF/BLIP receive before
 they are fine-tuned on SNLI-VE or NLVR2: image-text contrastive learning (ITC) and
 image-conditioned masked language modelling (the fusion must fill in masked colour, shape,
-size and place words from the image). Trained from scratch on the cross-entropy alone, the
-model learns only the hypothesis-only prior and its fusion never starts to use the image
-(DESIGN.md section 9 describes the same stall for ITM); image-conditioned MLM is what breaks
-the stall. A deleted unit takes its images' descriptions with it.
+size and place words from the image). They give the fusion a reason to read the image from the
+first step, while the cross-entropy alone first rewards the hypothesis-only prior (DESIGN.md
+section 9 describes the same stall for ITM). Even so the model needs data and steps before it reads
+the image: in full mode it starts after about 500 steps (`StatementTask.train_overrides`), while
+the fast world's 400 images are too few and its models stay at the prior. A deleted unit takes its
+images' descriptions with it.
 """
 from __future__ import annotations
 
