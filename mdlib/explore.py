@@ -10,7 +10,6 @@ figure instead, so an executed notebook still shows something.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 

@@ -56,7 +56,7 @@ def resolve_fast(fast: bool | None) -> bool:
     nbval cannot inject parameters, so CI sets `CI=1` and every notebook shrinks its loops.
     """
     if fast is None:
-        return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+        return _env_flag("CI")
     if not isinstance(fast, bool):
         raise TypeError(f"fast must be True, False or None (read the CI variable), got {fast!r}")
     return fast
@@ -122,9 +122,14 @@ def config_hash(*objs: Any, length: int = 10) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def _env_flag(name: str) -> bool:
+    """True when the environment variable is set to anything but empty, 0, false or no."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def is_batch() -> bool:
     """True in batch runs: the `CI` or `MDLIB_BATCH` environment variable is set (papermill runner, nbval, CI)."""
-    return any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no") for v in ("CI", "MDLIB_BATCH"))
+    return _env_flag("CI") or _env_flag("MDLIB_BATCH")
 
 
 def progress_bar(**kwargs):

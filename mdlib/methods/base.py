@@ -42,11 +42,14 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_method(name: str, **hparams) -> "Method":
-    """The method registered as `name`, configured with `hparams` (validated)."""
+def get_method(name: str, task: Task | None = None, **hparams) -> "Method":
+    """The method registered as `name`, configured with `hparams` (validated). With a `task`, its own
+    defaults for the method (`Task.method_overrides(name)`) come first and `hparams` override them."""
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; available methods: {', '.join(available())}")
     cls, fusion_only = _REGISTRY[name]
+    if task is not None:
+        hparams = {**task.method_overrides(name), **hparams}
     return cls(fusion_only=fusion_only, **hparams)
 
 
@@ -300,8 +303,6 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
 
 def unlearn(name: str, model: MultimodalModel, task: Task, forget: ExampleSet, retain: ExampleSet,
             val: ExampleSet | None = None, *, seed: int = 0, progress: bool = True, **hparams) -> UnlearnResult:
-    """Run the method registered as `name` with `hparams`: the one entry point of notebooks and runner.
-
-    The task's own defaults for the method (`Task.method_overrides(name)`) come first; `hparams` override them."""
-    hparams = {**task.method_overrides(name), **hparams}
-    return get_method(name, **hparams).unlearn(model, task, forget, retain, val, seed=seed, progress=progress)
+    """Run the method registered as `name` on `task` with `hparams` (over the task's own defaults, see
+    `get_method`): the one entry point of notebooks and runner."""
+    return get_method(name, task, **hparams).unlearn(model, task, forget, retain, val, seed=seed, progress=progress)

@@ -20,7 +20,7 @@ def step_time(method_name: str, model: MultimodalModel, task: Task, forget: Exam
     D_f batches cycle through four fixed batches, as epochs revisit D_f; D_r batches are fresh each
     step. With `cache=False` the frozen model recomputes every output, as the authors' code does.
     """
-    method = get_method(method_name, **hparams)
+    method = get_method(method_name, task, **hparams)
     device = next(model.parameters()).device
     frozen = FrozenModel(model, task, cache=cache)
     f_prime = MultimodalModel(model.config).to(device)

@@ -62,10 +62,12 @@ class Task:
         """Changes to the default TrainConfig for this task's original model (none by default)."""
         return {}
 
+    # Changes to unlearning methods' default settings on this task, by method name (none by default);
+    # `get_method(name, task)` and `unlearn` apply them under the caller's own settings.
+    METHOD_OVERRIDES: dict[str, dict] = {}
+
     def method_overrides(self, method: str) -> dict:
-        """Changes to an unlearning method's default settings on this task (none by default); `unlearn`
-        applies them under the caller's own settings."""
-        return {}
+        return dict(self.METHOD_OVERRIDES.get(method, {}))
 
     # -- model --------------------------------------------------------------------
     def model_config(self, **overrides) -> ModelConfig:

@@ -102,9 +102,6 @@ class StatementTask(Task):
     METHOD_OVERRIDES = {"multidelete": {"alpha": 5.0, "lr": 2e-4, "epochs": 8},
                         "multidelete-f": {"alpha": 10.0, "lr": 5e-4, "epochs": 8}}
 
-    def method_overrides(self, method: str) -> dict:
-        return dict(self.METHOD_OVERRIDES.get(method, {}))
-
     # -- objective --------------------------------------------------------------------------
     def training_loss(self, model: MultimodalModel, batch: Batch, generator: torch.Generator | None = None,
                       mlm_weight: float = 0.0, itc_weight: float | None = None, fused_mlm_weight: float | None = None,
