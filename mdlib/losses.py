@@ -21,17 +21,18 @@ Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over all entries (the paper's Dis)."""
-    return F.mse_loss(a, b)
+    """Mean squared error over all entries (the paper's Dis), in float32."""
+    return F.mse_loss(a.float(), b.float())
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean of 1 - cos(a_i, b_i) over rows (rows flattened to vectors)."""
-    return (1 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)).mean()
+    return (1 - F.cosine_similarity(a.flatten(1).float(), b.flatten(1).float(), dim=1)).mean()
 
 
 def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.l1_loss(a, b)
+    """Mean absolute difference over all entries, in float32."""
+    return F.l1_loss(a.float(), b.float())
 
 
 DISTANCES: dict[str, Distance] = {"mse": mse, "cosine": cosine_distance, "l1": l1}

@@ -13,6 +13,7 @@ image bank, `image` (B, 3, S, S) (or (B, 2, 3, S, S) for pairs of images).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -66,6 +67,28 @@ class ExampleSet:
         order = torch.randperm(len(self), generator=generator)
         _, first = np.unique(units[order].numpy(), return_index=True)
         return order[torch.as_tensor(first)]
+
+    def sort_in_windows(self, indices: torch.Tensor, window: int) -> torch.Tensor:
+        """`indices` with each run of `window` consecutive ones sorted by text length (stable), so that
+        consecutive slices of a shuffled order hold texts of similar length."""
+        lengths = self.fields["attention_mask"][indices].sum(1)
+        return torch.cat([block[torch.argsort(block_len, stable=True)]
+                          for block, block_len in zip(indices.split(window), lengths.split(window))])
+
+    def length_buckets(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator,
+                       window: int = 16) -> list[torch.Tensor]:
+        """`indices` cut into batches of texts of similar length, the batches in random order.
+
+        Each run of `window` x `batch_size` consecutive indices (shuffle them first) is sorted by text
+        length and cut into batches of at most `batch_size` (of equal sizes within a run), so a batch's
+        texts are padded to about their own length instead of the longest text of a random batch;
+        which examples share a run stays random.
+        """
+        batches = []
+        for block in self.sort_in_windows(indices, window * batch_size).split(window * batch_size):
+            batches += list(block.tensor_split(math.ceil(len(block) / batch_size)))
+        order = torch.randperm(len(batches), generator=generator)
+        return [batches[i] for i in order]
 
     def batch(self, idx, device: torch.device | str = "cpu") -> Batch:
         idx = torch.as_tensor(idx, dtype=torch.long)

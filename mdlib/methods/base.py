@@ -22,7 +22,9 @@ import torch
 from ..data.examples import Batch, ExampleSet
 from ..metrics import d_f_score
 from ..models import MultimodalModel
+from ..precision import MasterWeights, attention_kernels, check_precision, resolve_precision
 from ..tasks.base import Task
+from ..training import adamw
 from ..utils import progress_bar
 from .frozen import FrozenModel
 
@@ -66,6 +68,7 @@ class MethodConfig:
     eval_every: int = 0  # steps between validation checks; 0 = once per epoch
     select: str = "best"  # "best": keep the best checkpoint on validation (the paper); "last": keep the last
     grad_clip: float = 5.0
+    precision: str = "auto"  # "auto", "fp32" or "bf16" (bfloat16 weights and activations, see mdlib.precision)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -86,6 +89,7 @@ class MethodConfig:
             raise ValueError("weight_decay, eval_every, grad_clip and min_steps must be non-negative")
         if self.select not in ("best", "last"):
             raise ValueError(f"select must be 'best' or 'last', got {self.select!r}")
+        check_precision(self.precision)
 
 
 @dataclass
@@ -151,10 +155,14 @@ class Method:
     def run(self, new: MultimodalModel, original: MultimodalModel, task: Task, forget: ExampleSet,
             retain: ExampleSet, val: ExampleSet | None, *, seed: int, progress: bool) -> UnlearnResult:
         """Default: the shared loop over D_f with D_r batches alongside, minimising `self.loss`."""
-        frozen = FrozenModel(original, task) if self.needs_frozen else None
+        frozen = FrozenModel(original, task, dtype=self.compute_dtype(original)) if self.needs_frozen else None
         return optimise(self, new, frozen, task, forget, retain, val, seed=seed, progress=progress)
 
     needs_frozen: ClassVar[bool] = True
+
+    def compute_dtype(self, model: MultimodalModel) -> torch.dtype:
+        """The dtype this method's steps run in on `model`'s device (its `precision` setting)."""
+        return resolve_precision(getattr(self.config, "precision", "fp32"), next(model.parameters()).device)
 
     def trainable_parameters(self, model: MultimodalModel) -> list[torch.nn.Parameter]:
         return list(model.fusion_parameters()) if self.fusion_only else list(model.parameters())
@@ -192,8 +200,10 @@ class Monitor:
     """
 
     def __init__(self, task: Task, forget: ExampleSet, retain: ExampleSet, val: ExampleSet | None, seed: int,
-                 chunks: int = 2, val_units: int = 100):
+                 chunks: int = 2, val_units: int = 100, state: Callable[[], dict] | None = None):
         self.task, self.forget, self.chunks = task, forget, chunks
+        # what a kept checkpoint holds: the model's state (float32 masters in bfloat16 runs)
+        self.state = state or (lambda: None)
         g = torch.Generator().manual_seed(seed)
         n = min(len(retain), chunks * len(forget))
         self.retain_sample = retain.subset(torch.randperm(len(retain), generator=g)[:n], "D_r sample")
@@ -221,7 +231,7 @@ class Monitor:
         self.history.append(row)
         if score > self.best_score:
             self.best_score, self.best_row = score, row
-            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best_state = self.state() or {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.train()
         return row
 
@@ -243,51 +253,23 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     params = method.freeze_all_but_trainable(model)
-    opt = torch.optim.AdamW(params, lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay)
+    dtype = method.compute_dtype(model)
+    masters = MasterWeights(model, params, dtype)
+    opt = adamw(masters.masters(params), lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(forget) // cfg.forget_batch) if len(forget) >= 2 * cfg.forget_batch else 1
     epochs = max(epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     total = epochs * steps_per_epoch
     eval_every = cfg.eval_every or max(steps_per_epoch, total // 6)
-    monitor = Monitor(task, forget, retain, val, seed)
-    monitor.check(model, 0)
-    retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
+    monitor = Monitor(task, forget, retain, val, seed, state=masters.float32_state if masters.active else None)
     notes: list[str] = []
-    step = 0
     bar = progress_bar(total=total, desc=method.full_name, disable=not progress, leave=False)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(forget), generator=g)
-        chunks = order.tensor_split(steps_per_epoch)
-        for f_idx in chunks:
-            fb = forget.batch(f_idx, device)
-            if method.uses_retain:
-                if retain_pos + cfg.retain_batch > len(retain_order):
-                    retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
-                rb = retain.batch(retain_order[retain_pos:retain_pos + cfg.retain_batch], device)
-                retain_pos += cfg.retain_batch
-            else:
-                rb = None
-            loss, logs = loss_fn(model, frozen, task, fb, rb, g)
-            if not torch.isfinite(loss):
-                notes.append(f"non-finite loss at step {step}: stopped")
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if step % eval_every == 0 or step == total:
-                row = monitor.check(model, step, {f"loss_{k}": v for k, v in logs.items()})
-                if ascent_guard is not None and ascent_guard(row):
-                    notes.append(f"divergence guard stopped the run at step {step}")
-                    break
-        else:
-            continue
-        break
-    bar.close()
+    try:
+        with attention_kernels(dtype, device):
+            step = _loop(method, model, frozen, task, forget, retain, loss_fn, opt, masters, monitor, g,
+                         epochs, steps_per_epoch, eval_every, ascent_guard, notes, bar)
+    finally:
+        bar.close()
+        masters.restore()
     if cfg.select == "best" and monitor.best_state is not None:
         model.load_state_dict(monitor.best_state)
         if monitor.best_row.get("step") == 0 and step > 0:
@@ -299,6 +281,48 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
     model.eval()
     return UnlearnResult(model, method.full_name, dataclasses.asdict(cfg), 0.0, monitor.history,
                          monitor.best_row if cfg.select == "best" else monitor.history[-1], notes)
+
+
+def _loop(method, model, frozen, task, forget, retain, loss_fn, opt, masters, monitor, g, epochs, steps_per_epoch,
+          eval_every, ascent_guard, notes, bar) -> int:
+    """`optimise`'s steps; returns how many were taken."""
+    cfg, device = method.config, next(model.parameters()).device
+    monitor.check(model, 0)
+
+    def retain_stream():  # a shuffled D_r, sorted by text length within runs of 16 batches (less padding)
+        return retain.sort_in_windows(torch.randperm(len(retain), generator=g), 16 * cfg.retain_batch)
+
+    retain_order, retain_pos = retain_stream(), 0
+    f_size = math.ceil(len(forget) / steps_per_epoch)
+    step = 0
+    model.train()
+    for _ in range(epochs):
+        for f_idx in forget.length_buckets(torch.randperm(len(forget), generator=g), f_size, g):
+            fb = forget.batch(f_idx, device)
+            rb = None
+            if method.uses_retain:
+                if retain_pos + cfg.retain_batch > len(retain_order):
+                    retain_order, retain_pos = retain_stream(), 0
+                rb = retain.batch(retain_order[retain_pos:retain_pos + cfg.retain_batch], device)
+                retain_pos += cfg.retain_batch
+            loss, logs = loss_fn(model, frozen, task, fb, rb, g)
+            if not torch.isfinite(loss):
+                notes.append(f"non-finite loss at step {step}: stopped")
+                return step
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            masters.step(opt, cfg.grad_clip)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if step % eval_every == 0:
+                row = monitor.check(model, step, {f"loss_{k}": v for k, v in logs.items()})
+                if ascent_guard is not None and ascent_guard(row):
+                    notes.append(f"divergence guard stopped the run at step {step}")
+                    return step
+    if step % eval_every:  # the last step is always checked
+        monitor.check(model, step, {f"loss_{k}": v for k, v in logs.items()})
+    return step
 
 
 def unlearn(name: str, model: MultimodalModel, task: Task, forget: ExampleSet, retain: ExampleSet,

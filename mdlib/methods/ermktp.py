@@ -168,7 +168,7 @@ class ErmKtp(Method):
             images = images.flatten(0, 1) if images.dim() == 5 else images  # pairs of images (NLVR): all of them
             with torch.no_grad():
                 target = teacher.encode_image(images)[0] * keep
-            loss = F.mse_loss(model.encode_image(images)[0], target)
+            loss = F.mse_loss(model.encode_image(images)[0].float(), target.float())
             return loss, {"transfer": loss.item()}
 
         was_training = original.training

@@ -35,10 +35,11 @@ class _SlotCache:
 
 
 class FrozenModel:
-    """Wraps a frozen copy of f. `cache=False` recomputes everything each call (for benchmarks)."""
+    """Wraps a frozen copy of f. `cache=False` recomputes everything each call (for benchmarks).
+    `dtype`: the copy's weights and outputs (bfloat16 when the method runs in bfloat16)."""
 
-    def __init__(self, model: MultimodalModel, task: Task, cache: bool = True):
-        self.model = copy.deepcopy(model).eval()
+    def __init__(self, model: MultimodalModel, task: Task, cache: bool = True, dtype: torch.dtype = torch.float32):
+        self.model = copy.deepcopy(model).to(dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.task = task

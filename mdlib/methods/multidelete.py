@@ -93,14 +93,17 @@ class MultiDelete(Method):
                 sim_old = task.similarity(frozen.model, old_f, perm)
             md = md + similarity_decoupling_loss(sim_new, sim_old, dis)
         out["md"] = md
-        # L_MKR: D_r pairs keep their fused representation.
+        # L_MKR: D_r pairs keep their fused representation. f's unimodal states of D_r are computed once
+        # (for -F they are f''s own: its encoders are f's) and serve L_MKR and the head term.
         if self.fusion_only:
             with torch.no_grad():
                 new_r = task.encode(model, rb)
+            old_r = new_r
         else:
             new_r = task.encode(model, rb)
+            old_r = frozen.encoded(rb, cache=False)
         fused_r = task.fused(model, new_r)
-        old_fused_r = frozen.fused(rb, enc=new_r if self.fusion_only else None)  # -F: f' encoders are f's
+        old_fused_r = frozen.fused(rb, enc=old_r)
         out["mkr"] = multimodal_retention_loss(fused_r, old_fused_r, dis)
         # L_UKR: D_f's unimodal embeddings stay where they were (constant for -F).
         out["ukr"] = torch.zeros_like(md) if self.fusion_only else unimodal_retention_loss(
@@ -108,8 +111,6 @@ class MultiDelete(Method):
         if cfg.head_retention > 0:
             perm_r = derangement(rb["unit"].cpu(), generator, strict=False).to(rb["unit"].device)
             new_logits = torch.cat([task.logits(model, fused_r), task.logits(model, task.fused(model, new_r, perm_r))])
-            # for -F the encoders are f's, so new_r already holds f's unimodal states
-            old_r = new_r if self.fusion_only else frozen.encoded(rb, cache=False)
             old_logits = torch.cat([frozen.logits(old_fused_r), frozen.logits(frozen.fused_unrelated(old_r, perm_r))])
             out["head"] = dis(new_logits, old_logits)
         return out

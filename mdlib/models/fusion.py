@@ -4,10 +4,16 @@ transformers only adds cross-attention to *decoder* BERT layers, whose self-atte
 causal: the fused [CLS] would then see no later text token. We build the layers with
 `is_decoder=True, add_cross_attention=True`, switch the causal flag off and pass our own
 padding masks, so every text token sees the whole text and every image token.
+
+Most readers only need the fused [CLS] (the ITM head, the task heads, L_MD and L_MKR). Then the
+last layer's queries, attention outputs and feed-forward run for the [CLS] position alone
+(`cls_only=True`); its keys and values still come from every text token. The result is the same
+vector as the full layer's output at position 0, for about a fifth of that layer's work.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -43,11 +49,37 @@ class CrossAttentionFusion(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, text_states: torch.Tensor, text_mask: torch.Tensor, image_states: torch.Tensor,
-                image_mask: torch.Tensor | None = None) -> torch.Tensor:
+                image_mask: torch.Tensor | None = None, cls_only: bool = False) -> torch.Tensor:
+        """Fused states (B, L, H), or with `cls_only` the fused [CLS] alone, (B, 1, H)."""
         self_mask = additive_mask(text_mask, text_states.dtype)
         cross_mask = None if image_mask is None else additive_mask(image_mask, text_states.dtype)
         h = text_states
-        for layer in self.layers:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if cls_only and i == last:
+                return _cls_layer(layer, h, self_mask, image_states, cross_mask)
             h = layer(h, attention_mask=self_mask, encoder_hidden_states=image_states,
                       encoder_attention_mask=cross_mask)
         return h
+
+
+def _attend(attention: nn.Module, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A BERT attention block (its projections, output dense and LayerNorm) with queries (B, Q, H) over
+    keys/values (B, K, H): the same arithmetic as transformers' BertAttention, for fewer queries."""
+    heads = attention.self.num_attention_heads
+
+    def split(x):  # (B, N, H) -> (B, heads, N, H / heads)
+        return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+    p = attention.self.dropout.p if attention.training else 0.0
+    out = F.scaled_dot_product_attention(split(attention.self.query(queries)), split(attention.self.key(keys)),
+                                         split(attention.self.value(keys)), attn_mask=mask, dropout_p=p)
+    return attention.output(out.transpose(1, 2).flatten(2), queries)
+
+
+def _cls_layer(layer: nn.Module, h: torch.Tensor, self_mask: torch.Tensor, image_states: torch.Tensor,
+               cross_mask: torch.Tensor | None) -> torch.Tensor:
+    """One fusion layer computed for the [CLS] query only: text states (B, L, H) -> fused [CLS] (B, 1, H)."""
+    x = _attend(layer.attention, h[:, :1], h, self_mask)
+    x = _attend(layer.crossattention, x, image_states, cross_mask)
+    return layer.output(layer.intermediate(x), x)

@@ -118,7 +118,11 @@ class MultimodalModel(nn.Module):
 
     # -- forward pieces -------------------------------------------------------------
     def encode_image(self, image) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Image (or other non-text modality) -> (states (B, N, H_i), mask (B, N) or None)."""
+        """Image (or other non-text modality) -> (states (B, N, H_i), mask (B, N) or None).
+
+        Pixels are cast to the weights' dtype (float32, or bfloat16 in bfloat16 training)."""
+        if torch.is_tensor(image) and image.is_floating_point():
+            image = image.to(self.logit_scale.dtype)
         return self.image_encoder(image)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -127,19 +131,19 @@ class MultimodalModel(nn.Module):
 
     def fuse(self, image_states: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
              image_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Fused [CLS] (B, H) of each (image, text) pair."""
-        return self.fusion(text_states, text_mask, self.image_to_fusion(image_states), image_mask)[:, 0]
+        """Fused [CLS] (B, H) of each (image, text) pair (the last fusion layer runs for [CLS] alone)."""
+        return self.fusion(text_states, text_mask, self.image_to_fusion(image_states), image_mask, cls_only=True)[:, 0]
 
     def contrastive_features(self, image_states: torch.Tensor | None = None,
                              text_states: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Unit-norm contrastive embeddings (B, E) of the image and text [CLS] tokens."""
-        img = F.normalize(self.image_proj(image_states[:, 0]), dim=-1) if image_states is not None else None
-        txt = F.normalize(self.text_proj(text_states[:, 0]), dim=-1) if text_states is not None else None
+        """Unit-norm contrastive embeddings (B, E) of the image and text [CLS] tokens, in float32."""
+        img = F.normalize(self.image_proj(image_states[:, 0]).float(), dim=-1) if image_states is not None else None
+        txt = F.normalize(self.text_proj(text_states[:, 0]).float(), dim=-1) if text_states is not None else None
         return img, txt
 
     def temperature_scale(self) -> torch.Tensor:
-        """1 / temperature for contrastive logits, clamped like CLIP's (at most 100)."""
-        return self.logit_scale.exp().clamp(max=100.0)
+        """1 / temperature for contrastive logits (float32), clamped like CLIP's (at most 100)."""
+        return self.logit_scale.float().exp().clamp(max=100.0)
 
     # -- parameter groups (the "-F" variants train `fusion_parameters` only) ----------
     def encoder_parameters(self) -> Iterator[nn.Parameter]:

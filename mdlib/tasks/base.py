@@ -103,8 +103,8 @@ class Task:
         return torch.cat(outs, dim=-1)
 
     def logits(self, model: MultimodalModel, fused: torch.Tensor) -> torch.Tensor:
-        """Head logits (B, n_classes) from fused representations (B, n_images * H)."""
-        return model.head(fused)
+        """Head logits (B, n_classes), in float32, from fused representations (B, n_images * H)."""
+        return model.head(fused).float()
 
     @staticmethod
     def unimodal(enc: Encoded) -> torch.Tensor:
@@ -143,11 +143,12 @@ class Task:
         first_word = (~special).float().argmax(1)
         chosen[torch.arange(len(ids)), first_word] |= ~chosen.any(1)
         masked = ids.masked_fill(chosen, self.tokenizer.mask_token_id)
-        logits = model.mlm_head(model.encode_text(masked, mask))  # (B, L, V)
-        targets = ids.masked_fill(~chosen, -100)
-        per_token = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        states = model.encode_text(masked, mask)[chosen]  # (M, H): the head reads the masked positions only
+        per_token = F.cross_entropy(model.mlm_head(states).float(), ids[chosen], reduction="none")  # (M,)
         if reduction == "none":
-            return per_token.sum(1) / chosen.sum(1).clamp(min=1)
+            rows = chosen.nonzero()[:, 0]
+            per_example = torch.zeros(len(ids), device=ids.device).index_add_(0, rows, per_token)
+            return per_example / chosen.sum(1).clamp(min=1)
         return per_token.sum() / chosen.sum().clamp(min=1)
 
     def example_loss(self, model: MultimodalModel, batch: Batch) -> torch.Tensor:

@@ -163,7 +163,7 @@ class StatementTask(Task):
         chosen[torch.arange(len(ids)), first] |= ~chosen.any(1) & maskable.any(1)
         masked = ids.masked_fill(chosen, self.tokenizer.mask_token_id)
         fused_states = model.fusion(model.encode_text(masked, mask), mask, model.image_to_fusion(states))
-        return F.cross_entropy(model.mlm_head(fused_states[chosen]), ids[chosen])
+        return F.cross_entropy(model.mlm_head(fused_states[chosen]).float(), ids[chosen])
 
     # -- readouts for teaching --------------------------------------------------------------
     @torch.no_grad()

@@ -120,7 +120,7 @@ class RetrievalTask(Task):
         neg_masks = torch.where(text_side[:, None], neg_text_mask, enc.text_mask)
         fused = model.fuse(torch.cat([img_states, neg_images]), torch.cat([enc.text, neg_texts]),
                            torch.cat([enc.text_mask, neg_masks]))
-        logits = model.head(fused)
+        logits = model.head(fused).float()
         labels = torch.cat([torch.ones(b), torch.zeros(b)]).long().to(device)
         loss_itm = F.cross_entropy(logits, labels, weight=torch.tensor([1.0, itm_pos_weight], device=device))
         loss = itc_weight * loss_itc + itm_weight * loss_itm
@@ -183,7 +183,7 @@ class RetrievalTask(Task):
         out = []
         for s in range(0, len(img_idx), batch_size):
             i, t = img_idx[s:s + batch_size], txt_idx[s:s + batch_size]
-            logits = model.head(model.fuse(img_states[i], txt_states[t], txt_mask[t]))
+            logits = model.head(model.fuse(img_states[i], txt_states[t], txt_mask[t])).float()
             out.append(logits[:, 1] - logits[:, 0])
         return torch.cat(out) if out else torch.zeros(0)
 
