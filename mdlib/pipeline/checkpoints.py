@@ -98,7 +98,7 @@ def differences(stored, asked, prefix: str = "") -> list[tuple[str, object, obje
 
 def _plain(obj):
     """`obj` as JSON would give it back (tuples as lists), so saved and asked values compare equal."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+    return json.loads(json.dumps(obj, default=str))
 
 
 def _hf_encoders(model: MultimodalModel) -> dict:
