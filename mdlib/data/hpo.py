@@ -363,6 +363,19 @@ def graph_text_dataset(extract: HpoExtract, fast: bool = False, seed: int = 0, f
     return GraphTextData(extract, chosen, relations, split, graphs, sentences)
 
 
+def train_relation_count(fast: bool = False, path: str | Path | None = None, fast_relations: int = 400,
+                         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> int:
+    """How many training relations `graph_text_dataset(load_extract(path), fast)` gives, read from
+    relations.tsv alone (no subgraph is built)."""
+    path = Path(path) if path is not None else default_extract_dir()
+    labels = [int(r["label"]) for r in _read_tsv(path / "relations.tsv")]
+    total = 0
+    for label in (1, 0):
+        n = labels.count(label)
+        total += _split_sizes(min(n, fast_relations // 2) if fast else n, fractions)[0]
+    return total
+
+
 def _split_sizes(n: int, fractions) -> list[int]:
     n_val, n_test = max(1, round(n * fractions[1])), max(1, round(n * fractions[2]))
     if n - n_val - n_test < 1:
