@@ -110,6 +110,16 @@ def subsample(data: RealData, max_examples: int | None, seed: int = 0) -> RealDa
     return data.select(keep)
 
 
+def check_splits(dataset: str, split: Sequence[str], reasons: dict[str, str] | None = None) -> None:
+    """Refuse records with an empty train, val or test split, saying why it is empty (`reasons[split]`)."""
+    present = set(np.asarray(split).tolist())
+    empty = [s for s in SPLITS if s not in present]
+    if empty:
+        why = "; ".join(f"{s}: {(reasons or {}).get(s, 'its file holds no example')}" for s in empty)
+        raise DatasetFormatError(f"{dataset}: the {', '.join(empty)} split(s) hold no example ({why}); every split "
+                                 f"needs examples: check the files or the options that filter rows")
+
+
 def split_off(units: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A seeded random `fraction` of the distinct `units` (at least one), e.g. a validation split."""
     distinct = np.unique(units)
