@@ -93,8 +93,9 @@ def data_dir() -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Write to a temporary file next to `path` and rename it into place on success.
+def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[Any]:
+    """Write to a temporary file next to `path` and rename it into place on success (`open_kwargs`, such
+    as encoding, go to `open`). The file gets the mode a plain `open` would give it.
 
     A crash or an exception leaves the previous file (or nothing) behind, never a partial one.
     """
@@ -102,7 +103,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode) as fh:
+        with os.fdopen(fd, mode, **open_kwargs) as fh:
             os.fchmod(fh.fileno(), file_mode())  # mkstemp makes the file owner-only; give it the usual mode
             yield fh
         os.replace(tmp, path)

@@ -507,11 +507,11 @@ def build_extract(out_dir: str | Path, *, roots: tuple[str, ...] = DEFAULT_ROOTS
                   "max_known_fraction": max_known_fraction, "seed": seed},
         "sha256": {f: sha256(out / f) for f in EXTRACT_FILES},
     }
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    _write_metadata(out / "metadata.json", metadata)
     extract = load_extract(out)
     metadata["counts"] = extract.summary()
     metadata["baselines_auc"] = baseline_aucs(extract)
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    _write_metadata(out / "metadata.json", metadata)
     return metadata
 
 
@@ -569,8 +569,17 @@ def _shuffled_negatives(positives: list[tuple], known, rng: np.random.Generator,
                        "use fewer positives or more genes")
 
 
+def _write_metadata(path: Path, metadata: dict) -> None:
+    from ..utils import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+
+
 def _write_tsv(path: Path, header: tuple[str, ...], rows) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    from ..utils import atomic_write
+
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(header)
         w.writerows(rows)
