@@ -228,7 +228,8 @@ def _pgr(e, change):
 
 def _snli_ve(e, label_of):
     root = write_fixture("snli-ve", e.root / "ve")
-    edit_jsonl(root / "snli_ve_train.jsonl", lambda recs: [r.update(gold_label=label_of(r["gold_label"])) for r in recs])
+    edit_jsonl(root / "snli_ve_train.jsonl",
+               lambda recs: [r.update(gold_label=label_of(r["gold_label"])) for r in recs])
     return lambda: read_dataset("snli-ve", root)
 
 
@@ -236,6 +237,16 @@ def _nlvr2_empty_dev(e):
     root = write_fixture("nlvr2", e.root / "nlvr2")
     (root / "dev.json").write_text("")
     return lambda: read_dataset("nlvr2", root)
+
+
+def _flickr_without_test_images(e):
+    root = write_fixture("flickr30k", e.root / "flickr")
+    path = root / "dataset_flickr30k.json"
+    blob = json.loads(path.read_text())
+    for img in blob["images"]:
+        img["split"] = "restval" if img["split"] == "test" else img["split"]
+    path.write_text(json.dumps(blob))
+    return lambda: read_dataset("flickr30k", root)
 
 
 def _mistyped_local_path(e):
@@ -293,6 +304,8 @@ CASES = [
     ("SNLI-VE train split emptied", lambda e: _snli_ve(e, lambda lab: "-"), DatasetFormatError,
      r"train split\(s\) hold no example \(train: all 19 rows of snli_ve_train.jsonl lack a known gold_label\)"),
     ("NLVR2 empty dev file", _nlvr2_empty_dev, DatasetFormatError, r"val split\(s\).*dev.json holds no example"),
+    ("Flickr30K without test images", _flickr_without_test_images, DatasetFormatError,
+     r"test split\(s\) hold no example \(test: dataset_flickr30k.json puts no image.*check the files"),
     ("Flickr30K mistyped local path", _mistyped_local_path, FileNotFoundError,
      r"local folder .*flikr30k does not exist.*mistyped local path.*check the path"),
     # devices and notebook parameters

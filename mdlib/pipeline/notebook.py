@@ -107,8 +107,9 @@ def parse_seeds(seeds: str | int) -> list[int]:
         raise ValueError(f'seeds must be comma-separated non-negative ints such as "0,1,2", got {seeds!r}')
     repeated = sorted({s for s in out if out.count(s) > 1})
     if repeated:
+        once = ",".join(map(str, dict.fromkeys(out)))
         raise ValueError(f"seeds {seeds!r} repeat {', '.join(map(str, repeated))}: each seed would run twice and "
-                         f"overwrite its own results; list each seed once, e.g. {','.join(map(str, dict.fromkeys(out)))}")
+                         f"overwrite its own results; list each seed once, e.g. {once}")
     return out
 
 

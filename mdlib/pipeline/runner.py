@@ -291,13 +291,15 @@ def check_run_dir(run_dir: Path, mode: str) -> None:
             raise PlanError(f"{p} is a file where the run needs a folder; move it away or pass another --name")
     for f in RUN_FILES:
         if (run_dir / f).is_dir():
-            raise PlanError(f"{run_dir / f} is a folder where the run writes a file; move it away or pass another --name")
+            raise PlanError(f"{run_dir / f} is a folder where the run writes a file; move it away or pass "
+                            f"another --name")
     existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
     if not existing.is_dir():
         raise PlanError(f"cannot create the run folder {run_dir}: {existing} is a file; pass another --runs-dir")
     for p in [existing] + [p for p in paths if p.is_dir()]:
         if not os.access(p, os.W_OK | os.X_OK):
-            raise PlanError(f"the run folder {p} is not writable; fix its permissions or pass another --runs-dir / --name")
+            raise PlanError(f"the run folder {p} is not writable; fix its permissions or pass another "
+                            f"--runs-dir / --name")
     timings = read_timings(run_dir)
     if timings is not None and timings.get("mode") not in (None, mode):
         raise PlanError(f"{run_dir} holds a {timings['mode']}-mode run (its timings.json); a {mode}-mode run there "

@@ -110,12 +110,14 @@ def subsample(data: RealData, max_examples: int | None, seed: int = 0) -> RealDa
     return data.select(keep)
 
 
-def check_splits(dataset: str, split: Sequence[str], reasons: dict[str, str] | None = None) -> None:
-    """Refuse records with an empty train, val or test split, saying why it is empty (`reasons[split]`)."""
+def check_splits(dataset: str, split: Sequence[str], reasons: dict[str, str] | str | None = None) -> None:
+    """Refuse records with an empty train, val or test split, saying why it is empty (`reasons[split]`, or
+    one reason for every split)."""
     present = set(np.asarray(split).tolist())
     empty = [s for s in SPLITS if s not in present]
     if empty:
-        why = "; ".join(f"{s}: {(reasons or {}).get(s, 'its file holds no example')}" for s in empty)
+        reasons = dict.fromkeys(SPLITS, reasons) if isinstance(reasons, str) else reasons or {}
+        why = "; ".join(f"{s}: {reasons.get(s, 'its file holds no example')}" for s in empty)
         raise DatasetFormatError(f"{dataset}: the {', '.join(empty)} split(s) hold no example ({why}); every split "
                                  f"needs examples: check the files or the options that filter rows")
 

@@ -106,7 +106,8 @@ def read_snli_ve(root, *, image_dir=None) -> RealData:
     image_index = image_index.astype(np.int64).reshape(-1)
     return RealData("snli-ve", texts, np.asarray(labels, dtype=np.int64), image_index,
                     np.asarray(image_ids, dtype=np.int64), np.asarray(example_id, dtype=np.int64), np.asarray(split),
-                    sources, descriptions, info={"skipped": skipped, "unknown_labels": unknown_total, "flickr30k_ids": distinct, "source": str(root)})
+                    sources, descriptions, info={"skipped": skipped, "unknown_labels": unknown_total,
+                                                 "flickr30k_ids": distinct, "source": str(root)})
 
 
 def _fixed_count(texts: list[str], k: int) -> list[str]:
@@ -125,7 +126,8 @@ def _check_labels(records: list[dict], path: Path) -> int:
            if "gold_label" in rec and _label(rec["gold_label"]) not in (*ENTAILMENT_LABELS, *NO_LABEL)]
     if bad and len(bad) > UNKNOWN_SHARE * len(records):
         shown = ", ".join(repr(b) for b in list(dict.fromkeys(map(str, bad)))[:3])
-        raise DatasetFormatError(f"{path}: {len(bad)} of {len(records)} rows have an unknown gold_label (e.g. {shown}); "
+        raise DatasetFormatError(f"{path}: {len(bad)} of {len(records)} rows have an unknown gold_label "
+                                 f"(e.g. {shown}); "
                                  f"expected {', '.join(ENTAILMENT_LABELS)} (any case) or '-' for no consensus: "
                                  f"fix the file, or drop those rows")
     return len(bad)
