@@ -306,6 +306,8 @@ CASES = [
     ("NLVR2 empty dev file", _nlvr2_empty_dev, DatasetFormatError, r"val split\(s\).*dev.json holds no example"),
     ("Flickr30K without test images", _flickr_without_test_images, DatasetFormatError,
      r"test split\(s\) hold no example \(test: dataset_flickr30k.json puts no image.*check the files"),
+    ("PGR relative path missing", lambda e: lambda: read_dataset("pgr", "corpora/pgr"), FileNotFoundError,
+     r"PGR not found at corpora/pgr \(looked for .*corpora/pgr\): no such local folder.*pass the folder"),
     ("Flickr30K mistyped local path", _mistyped_local_path, FileNotFoundError,
      r"local folder .*flikr30k does not exist.*mistyped local path.*check the path"),
     # devices and notebook parameters

@@ -24,7 +24,9 @@ class DatasetFormatError(ValueError):
 
 
 def missing_root(dataset: str, root, how: str) -> FileNotFoundError:
-    return FileNotFoundError(f"{dataset} not found at {root}: {how}")
+    """The error for a dataset folder that does not exist (a relative one shown with where it was looked for)."""
+    where = f"{root}" if Path(root).is_absolute() else f"{root} (looked for {Path(root).resolve()})"
+    return FileNotFoundError(f"{dataset} not found at {where}: no such local folder; {how}")
 
 
 # ---------------------------------------------------------------------------------------
