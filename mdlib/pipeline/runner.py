@@ -405,6 +405,17 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
+def _on_sigterm(handler):
+    """Install a SIGTERM handler and return the previous one (None outside the main thread, where Python
+    allows no handler)."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
 class _Record:
     """timings.json of a run folder: earlier jobs kept, a rerun job replacing its earlier entry."""
 
@@ -432,7 +443,7 @@ def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progres
         print(f"mdlib-run: cannot write the run folder {plan.run_dir} ({e.strerror or e}); fix its permissions "
               f"or pass another --runs-dir / --name", file=sys.stderr)
         return 2
-    previous = signal.signal(signal.SIGTERM, _interrupted)
+    previous = _on_sigterm(_interrupted)
     try:
         return _run_jobs(plan, mode=mode, kernel=kernel, timeout=timeout, progress=progress)
     except KeyboardInterrupt:  # between jobs: every finished job is already recorded
@@ -440,7 +451,7 @@ def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progres
               file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _on_sigterm(previous)
         lock.release()
 
 
@@ -464,15 +475,15 @@ def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progre
             error = "interrupted"
         seconds = time.perf_counter() - start
         outcome = "interrupted" if error == "interrupted" else "failed" if error else "ok"
+        if outcome == "failed":
+            print(f"FAILED [{i}/{n}] {job.label} after {_fmt(seconds)}\n  error: {error}\n"
+                  f"  the partially executed notebook is {job.output}", file=sys.stderr, flush=True)
         saved = _save(record, job, seconds, outcome, plan.run_dir)
         if outcome == "interrupted":
             print(f"mdlib-run: interrupted during [{i}/{n}] {job.label} after {_fmt(seconds)}; "
                   f"{'recorded in ' + str(record.path) if saved else 'not recorded'}; "
                   f"rerun the same command to run it again", file=sys.stderr, flush=True)
             return 130
-        if error:
-            print(f"FAILED [{i}/{n}] {job.label} after {_fmt(seconds)}\n  error: {error}\n"
-                  f"  the partially executed notebook is {job.output}", file=sys.stderr, flush=True)
         if error or not saved:
             status = 1
             break
