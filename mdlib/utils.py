@@ -14,8 +14,12 @@ import torch
 
 __all__ = [
     "seed_everything", "resolve_device", "resolve_fast", "data_dir", "atomic_write",
-    "write_json", "generator", "config_hash", "is_batch", "progress_bar",
+    "write_json", "generator", "config_hash", "is_batch", "progress_bar", "CacheError", "file_mode",
 ]
+
+
+class CacheError(RuntimeError):
+    """A cached file or folder under `data_dir()` is unreadable; the message names it and how to rebuild it."""
 
 
 def seed_everything(seed: int) -> None:
@@ -43,11 +47,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda'") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:<index>'") from e
+    if dev.type == "cuda":
+        _check_cuda(device, dev)
     return dev
+
+
+def _check_cuda(asked, dev: torch.device) -> None:
+    """Refuse a CUDA device that is not visible, naming what was asked and what there is."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f"device={asked!r} was asked for but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"device={asked!r} was asked for but only {count} CUDA GPU(s) are visible "
+                         f"(cuda:0 to cuda:{count - 1}); use device='cuda' or 'auto'")
 
 
 def resolve_fast(fast: bool | None) -> bool:
@@ -79,8 +93,9 @@ def data_dir() -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Write to a temporary file next to `path` and rename it into place on success.
+def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[Any]:
+    """Write to a temporary file next to `path` and rename it into place on success (`open_kwargs`, such
+    as encoding, go to `open`). The file gets the mode a plain `open` would give it.
 
     A crash or an exception leaves the previous file (or nothing) behind, never a partial one.
     """
@@ -88,13 +103,33 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode) as fh:
+        with os.fdopen(fd, mode, **open_kwargs) as fh:
+            os.fchmod(fh.fileno(), file_mode())  # mkstemp makes the file owner-only; give it the usual mode
             yield fh
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(directory: bool = False) -> int:
+    """The mode a plain `open()` (or `mkdir`) would give a new file (folder): 0o666 (0o777) less the umask."""
+    return (0o777 if directory else 0o666) & ~_umask()
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

@@ -24,7 +24,16 @@ def select_forget(train_units: np.ndarray, size: int | float, seed: int) -> Forg
     `size` is a count (int >= 1) or a fraction of the training units (float in (0, 1)).
     """
     train_units = np.unique(np.asarray(train_units))
-    n_train = len(train_units)
+    n = forget_count(size, len(train_units))
+    rng = np.random.default_rng(seed)
+    forget = np.sort(rng.choice(train_units, size=n, replace=False))
+    retain = np.setdiff1d(train_units, forget)
+    return ForgetSplit(forget, retain)
+
+
+def forget_count(size: int | float, n_train: int) -> int:
+    """How many units a forget `size` (a count, or a fraction in (0, 1)) takes out of `n_train`; a clear
+    error when the size is malformed or leaves nothing to retain (checked before any data is built)."""
     if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)):
         raise TypeError(f"forget size must be an int (a count) or a float in (0, 1) (a fraction), got {size!r}")
     if isinstance(size, (float, np.floating)):
@@ -38,7 +47,4 @@ def select_forget(train_units: np.ndarray, size: int | float, seed: int) -> Forg
     if n >= n_train:
         raise ValueError(f"forget size {n} leaves nothing to retain: the training set has {n_train} units; "
                          f"choose a size below {n_train} (or a fraction such as 0.05)")
-    rng = np.random.default_rng(seed)
-    forget = np.sort(rng.choice(train_units, size=n, replace=False))
-    retain = np.setdiff1d(train_units, forget)
-    return ForgetSplit(forget, retain)
+    return n

@@ -363,6 +363,19 @@ def graph_text_dataset(extract: HpoExtract, fast: bool = False, seed: int = 0, f
     return GraphTextData(extract, chosen, relations, split, graphs, sentences)
 
 
+def train_relation_count(fast: bool = False, path: str | Path | None = None, fast_relations: int = 400,
+                         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> int:
+    """How many training relations `graph_text_dataset(load_extract(path), fast)` gives, read from
+    relations.tsv alone (no subgraph is built)."""
+    path = Path(path) if path is not None else default_extract_dir()
+    labels = [int(r["label"]) for r in _read_tsv(path / "relations.tsv")]
+    total = 0
+    for label in (1, 0):
+        n = labels.count(label)
+        total += _split_sizes(min(n, fast_relations // 2) if fast else n, fractions)[0]
+    return total
+
+
 def _split_sizes(n: int, fractions) -> list[int]:
     n_val, n_test = max(1, round(n * fractions[1])), max(1, round(n * fractions[2]))
     if n - n_val - n_test < 1:
@@ -494,11 +507,11 @@ def build_extract(out_dir: str | Path, *, roots: tuple[str, ...] = DEFAULT_ROOTS
                   "max_known_fraction": max_known_fraction, "seed": seed},
         "sha256": {f: sha256(out / f) for f in EXTRACT_FILES},
     }
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    _write_metadata(out / "metadata.json", metadata)
     extract = load_extract(out)
     metadata["counts"] = extract.summary()
     metadata["baselines_auc"] = baseline_aucs(extract)
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    _write_metadata(out / "metadata.json", metadata)
     return metadata
 
 
@@ -556,8 +569,17 @@ def _shuffled_negatives(positives: list[tuple], known, rng: np.random.Generator,
                        "use fewer positives or more genes")
 
 
+def _write_metadata(path: Path, metadata: dict) -> None:
+    from ..utils import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+
+
 def _write_tsv(path: Path, header: tuple[str, ...], rows) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    from ..utils import atomic_write
+
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(header)
         w.writerows(rows)

@@ -1,8 +1,13 @@
 """A WordPiece tokenizer trained locally with `tokenizers` (no download), wrapped for transformers."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterable
+
+from ..utils import CacheError, file_mode
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -28,8 +33,26 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000, path: str | Pa
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]")
     if path is not None:
-        fast.save_pretrained(str(path))
+        save_atomically(fast, path)
     return fast
+
+
+def save_atomically(tokenizer, path: str | Path) -> Path:
+    """`save_pretrained` into a private folder, then move each file into `path` with `tokenizer.json` last.
+
+    `tokenizer.json` marks a complete cache, so an interrupted save never leaves a half-written one.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        for name in sorted((p.name for p in tmp.iterdir()), key=lambda n: (n == "tokenizer.json", n)):
+            os.chmod(tmp / name, file_mode())
+            os.replace(tmp / name, path / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def cached_tokenizer(texts: Iterable[str], path: str | Path, vocab_size: int = 1000):
@@ -38,5 +61,9 @@ def cached_tokenizer(texts: Iterable[str], path: str | Path, vocab_size: int = 1
 
     path = Path(path)
     if (path / "tokenizer.json").exists():
-        return PreTrainedTokenizerFast.from_pretrained(str(path))
+        try:
+            return PreTrainedTokenizerFast.from_pretrained(str(path))
+        except Exception as e:  # a truncated or foreign file: say which and how to rebuild it
+            raise CacheError(f"the cached tokenizer at {path} is unreadable ({type(e).__name__}: {e}); "
+                             f"delete that folder and run again to rebuild it") from e
     return train_tokenizer(texts, vocab_size, path=path)

@@ -6,14 +6,16 @@ second run (or another notebook) loads it instead of regenerating it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from ..utils import config_hash, data_dir
+from ..utils import CacheError, config_hash, data_dir, file_mode
 from .scenes import NAMES, NEGATIVE_KINDS, Scene, SceneSampler, captions, describe, perturb, render
 
 SPLITS = ("train", "val", "test")
@@ -134,7 +136,8 @@ def load_world(config: WorldConfig | None = None, *, cache: bool = True) -> Scen
             ds = datasets.load_from_disk(str(path))
             return _from_dataset(config, ds)
         except Exception as e:  # a half-written or foreign folder: rebuild it rather than fail later
-            raise RuntimeError(f"the cached world at {path} is unreadable ({e}); delete that folder and run again") from e
+            raise CacheError(f"the cached world at {path} is unreadable ({e}); delete that folder and run again "
+                             f"to rebuild it") from e
     world = generate_world(config)
     if cache:
         size, k = config.image_size, config.negatives_per_image
@@ -149,11 +152,24 @@ def load_world(config: WorldConfig | None = None, *, cache: bool = True) -> Scen
             "image": world.images, "captions": world.captions, "negatives": world.negatives,
             "negative_kinds": world.negative_kinds, "scene": world._scene_json, "split": list(world.split),
         }, features=features)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        ds.save_to_disk(str(tmp))
-        tmp.replace(path) if not path.exists() else shutil.rmtree(tmp)
+        _save_atomically(ds, path)
     return world
+
+
+def _save_atomically(ds, path: Path) -> None:
+    """`ds.save_to_disk` into a private folder next to `path`, renamed into place (a concurrent writer wins)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        os.chmod(tmp, file_mode(directory=True))  # mkdtemp makes the folder owner-only
+        ds.save_to_disk(str(tmp))
+        if not path.exists():
+            os.replace(tmp, path)
+    except OSError:
+        if not path.exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _from_dataset(config: WorldConfig, ds) -> SceneWorld:

@@ -26,7 +26,8 @@ from ..tasks import check_task
 from ..utils import atomic_write, resolve_device, resolve_fast, seed_everything, write_json
 from .results import runs_dir
 
-__all__ = ["Session", "setup", "check_rows", "parse_seeds", "parse_methods"]
+__all__ = ["Session", "setup", "check_rows", "check_params", "parse_seeds", "parse_methods", "parse_sizes",
+           "training_units"]
 
 ROW_KEYS = ("task", "method", "seed", "df_size", "metric", "value")
 _METRIC = re.compile(r"^[a-z][a-z0-9_@.\-]*$")
@@ -37,6 +38,10 @@ _KNOWN: dict[str, tuple[str, Any, str, str]] = {
     "df_size": ("number", lambda v: (0 < v < 1) if isinstance(v, float) else v >= 1,
                 "a count of deleted units (an int >= 1) or a fraction of them (a float in (0, 1))", "100"),
     "methods": ("str", lambda v: bool(v.strip()), '"all" or comma-separated method names', "multidelete,neggrad"),
+    "sweep_methods": ("str", lambda v: bool(v.strip()), '"all" or comma-separated method names', "multidelete,neggrad"),
+    "sizes": ("str", lambda v: bool(v.strip()), "comma-separated forget sizes (fractions or counts)", "0.01,0.05"),
+    "betas": ("str", lambda v: bool(v.strip()), "comma-separated non-negative numbers", "0,1,5"),
+    "n_reference": ("int", lambda v: v >= 0 and v % 2 == 0, "an even int >= 0 (0: the default)", "4"),
     "seeds": ("str", lambda v: bool(v.strip()), "comma-separated non-negative ints", "0,1,2"),
     "epochs": ("int", lambda v: v >= 1, "a positive int", "5"),
     "lr": ("float", lambda v: v > 0, "a positive number", "2e-5"),
@@ -100,7 +105,88 @@ def parse_seeds(seeds: str | int) -> list[int]:
         out = []
     if not out or any(s < 0 for s in out):
         raise ValueError(f'seeds must be comma-separated non-negative ints such as "0,1,2", got {seeds!r}')
+    repeated = sorted({s for s in out if out.count(s) > 1})
+    if repeated:
+        once = ",".join(map(str, dict.fromkeys(out)))
+        raise ValueError(f"seeds {seeds!r} repeat {', '.join(map(str, repeated))}: each seed would run twice and "
+                         f"overwrite its own results; list each seed once, e.g. {once}")
     return out
+
+
+def parse_sizes(sizes: str) -> list[int | float]:
+    """ "0.01,0.05,100" -> [0.01, 0.05, 100]: a number with a point is a fraction, else a count."""
+    try:
+        out = [float(s) if "." in s else int(s) for s in (p.strip() for p in str(sizes).split(",")) if s]
+    except ValueError:
+        out = []
+    if not out:
+        raise ValueError(f'sizes must be comma-separated forget sizes such as "0.01,0.05" (fractions) or "10,50" '
+                         f"(counts), got {sizes!r}")
+    return out
+
+
+def _parse_betas(betas: str) -> list[float]:
+    try:
+        out = [float(b) for b in str(betas).split(",") if b.strip()]
+    except ValueError:
+        out = []
+    if not out or any(not math.isfinite(b) or b < 0 for b in out):
+        raise ValueError(f'betas must be comma-separated non-negative numbers such as "0,1,5", got {betas!r}')
+    return out
+
+
+def training_units(task: str, fast: bool) -> int:
+    """How many deletion units the training split of `task`'s embedded data holds in fast or full mode
+    (images, NLVR pairs or graph-text relations), computed without building the data."""
+    from ..data.world import WorldConfig
+
+    check_task(task)
+    if task == "graph-text":
+        from ..data.hpo import train_relation_count
+
+        return train_relation_count(fast)
+    n_train = (WorldConfig.fast() if fast else WorldConfig()).n_train
+    return n_train // 2 if task == "nlvr" else n_train  # NLVR pairs the images of each split
+
+
+def _check_size(name: str, size, task: str | None, fast: bool | None) -> None:
+    """A forget size against the training units of the task it will be drawn from."""
+    from ..data.forget import forget_count
+
+    if task is None or fast is None:
+        return
+    n = training_units(task, fast)
+    try:
+        forget_count(size, n)
+    except ValueError as e:
+        raise ValueError(f"{name}={size!r} does not fit the {task} task in {'fast' if fast else 'full'} mode "
+                         f"({n} training units): {e}") from None
+
+
+def check_params(params: dict, *, task: str | None = None, fast: bool | None = None) -> None:
+    """Check a notebook's own parameters: types, method names against the registry, seeds without repeats,
+    and forget sizes against `task`'s training units in fast or full mode (when both are known).
+
+    The papermill runner calls this for every planned execution, so a wrong value stops the run before
+    anything executes; `setup` calls it again inside the notebook.
+    """
+    for name, value in params.items():
+        _check_param(name, value)
+    for name in ("methods", "sweep_methods"):
+        if name in params:
+            try:
+                parse_methods(params[name])
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+    if "seeds" in params:
+        parse_seeds(params["seeds"])
+    if "betas" in params:
+        _parse_betas(params["betas"])
+    if "df_size" in params:
+        _check_size("df_size", params["df_size"], task, fast)
+    if "sizes" in params:
+        for size in parse_sizes(params["sizes"]):
+            _check_size("sizes", size, task, fast)
 
 
 def parse_methods(methods: str, available: list[str] | None = None) -> list[str]:
@@ -231,12 +317,7 @@ def setup(fast: bool | None = None, seed: int = 0, device: str = "auto", output_
         if not isinstance(task, str):
             raise _bad_type("task", task, "str", "retrieval")
         check_task(task)
-    for name, value in params.items():
-        _check_param(name, value)
-    if "seeds" in params:
-        parse_seeds(params["seeds"])
-    if "methods" in params:
-        parse_methods(params["methods"])
+    check_params(params, task=task, fast=resolve_fast(fast))
 
     session = Session(fast=resolve_fast(fast), seed=seed, device=resolve_device(device),
                       output_dir=Path(output_dir).resolve() if str(output_dir) else default_output_dir(),

@@ -1,7 +1,10 @@
 """The original model f (and Retrain): load the checkpoint if present, else train and save it.
 
 Any notebook can call `original_model(task, seed)`: the first call trains (minutes in
-full mode, seconds in fast mode), every later call loads the same weights.
+full mode, seconds in fast mode), every later call loads the same weights. A checkpoint
+carries its identity (`identity`); one at the expected file name that was trained for
+anything else (another task, seed or recipe, or not trained by mdlib at all) is refused
+with a `CheckpointError` that names the differences and the file to delete.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from ..models import ModelConfig, MultimodalModel
 from ..tasks.base import Task
 from ..training import TrainConfig, train
 from ..utils import config_hash, data_dir, resolve_device, seed_everything
-from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoints import load_checkpoint, save_checkpoint
 
 FAST_TRAIN = dict(epochs=40, batch_size=32, lr=1e-3, warmup_steps=20, eval_every=20)
 
@@ -35,6 +38,25 @@ def _world_signature(task: Task) -> dict:
         {"examples": len(task.train), "name": getattr(task, "source", task.name)}
 
 
+def identity(task: Task, kind: str, model_config: ModelConfig, train_config: TrainConfig, seed: int,
+             train_units=None) -> dict:
+    """What a checkpoint is: every setting that shapes its weights (compared when it is loaded)."""
+    units = None if train_units is None else [int(u) for u in train_units]
+    return {"task": task.name, "kind": kind, "seed": seed, "data": _world_signature(task),
+            "model_config": model_config.to_dict(), "train_config": train_config.to_dict(),
+            "train_units": None if units is None else {"count": len(units), "hash": config_hash(sorted(units))},
+            "mdlib_version": _version()}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mdlib")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def checkpoint_path(task: Task, kind: str, model_config: ModelConfig, train_config: TrainConfig, seed: int,
                     train_units=None):
     key = config_hash(task.name, _world_signature(task), model_config.to_dict(), train_config.to_dict(), seed,
@@ -51,21 +73,19 @@ def train_or_load(task: Task, data: ExampleSet, *, kind: str, seed: int, train_c
     """
     model_config = model_config or task.model_config()
     path = checkpoint_path(task, kind, model_config, train_config, seed, retrain_units)
+    expect = identity(task, kind, model_config, train_config, seed, retrain_units)
     dev = resolve_device(device)
     if path.exists():
-        try:
-            model, meta = load_checkpoint(path, dev)
-            meta["loaded_from"] = str(path)
-            return model, meta
-        except CheckpointError:
-            raise
+        model, meta = load_checkpoint(path, dev, expect=expect)
+        meta["loaded_from"] = str(path)
+        return model, meta
     seed_everything(seed)
     model = MultimodalModel(model_config).to(dev)
     start = time.perf_counter()
     history = train(model, task, data, train_config, seed=seed, val=task.val, progress=progress)
     seconds = time.perf_counter() - start
     meta = {"kind": kind, "task": task.name, "seed": seed, "seconds": seconds, "history": history,
-            "train_config": train_config.to_dict(), "n_train_examples": len(data)}
+            "train_config": train_config.to_dict(), "n_train_examples": len(data), "identity": expect}
     save_checkpoint(path, model, meta)
     meta["loaded_from"] = None
     return model, meta

@@ -9,22 +9,36 @@ A notebook receives only the parameters its `parameters` cell declares: `fast` (
 declares `task` runs once per task, one that declares `seed` once per seed. Executed copies go
 to `runs/<name>/notebooks/`, metrics to `runs/<name>/metrics/`, the long table to
 `runs/<name>/results.csv` and the wall times to `runs/<name>/timings.json`.
+
+Every parameter value is checked before anything runs (`--dry-run` included), through the checks
+the notebooks themselves make (`notebook.check_params`): method names, forget sizes against the
+task's training units in the chosen mode, seeds without repeats, a run folder that can be written.
+One runner at a time holds a run folder (a lock file); a second one is refused. An interrupted run
+(Ctrl-C) says so in one line and records the interrupted job in timings.json.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import json
+import os
+import re
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..tasks import TASKS, check_task
-from ..utils import write_json
+from ..utils import file_mode, resolve_device, write_json
+from .notebook import check_params
 from .results import runs_dir, write_results
 
 RESERVED = {"fast": "--mode", "seed": "--seeds", "task": "--tasks", "output_dir": "--name"}
+RUNNER_SET = (*RESERVED, "device")  # values the runner checks itself
+LOCK_NAME = ".mdlib-run.lock"
+RUN_FILES = ("timings.json", "results.csv")
+RUN_FOLDERS = ("notebooks", "metrics", "figures")
 
 # Rough wall time (seconds) per execution on 2 CPU cores, by notebook number: (fast, full).
 # Used when no earlier run left a timings.json.
@@ -188,6 +202,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
     seeds = [_literal(s) for s in _split(args.seeds) or ["0"]]
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise PlanError(f"--seeds takes non-negative ints such as 0,1,2, got {' '.join(_split(args.seeds))}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise PlanError(f"--seeds repeats {', '.join(map(str, repeated))}: each job would run twice into the same "
+                        f"notebook; list each seed once, e.g. --seeds {','.join(map(str, dict.fromkeys(seeds)))}")
+    if len(set(tasks)) != len(tasks):
+        raise PlanError(f"--tasks repeats a task ({' '.join(tasks)}); list each task once")
 
     raw = {}
     for key, text in args.param or []:
@@ -212,6 +232,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
                                 f"as a {expected.__name__}; pass a value of that type "
                                 f"(strings with spaces or commas in quotes)")
 
+    if any("device" in d for d in declared.values()):
+        try:
+            resolve_device(args.device)
+        except ValueError as e:
+            raise PlanError(f"--device: {e}") from None
     given = {"fast": args.mode == "fast", "output_dir": str(run_dir), "device": args.device, **extra}
     previous = _previous_timings(root, args.mode)
     plan = Plan(run_dir)
@@ -227,8 +252,73 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 suffix = (f"__{task}" if task else "") + (f"__seed{seed}" if seed is not None else "")
                 job = Job(nb, run_dir / "notebooks" / f"{nb.stem}{suffix}.ipynb", params, task, seed)
                 job.estimate = _estimate(job, args.mode, previous)
+                _check_values(job, args.mode)
                 plan.jobs.append(job)
+    check_run_dir(run_dir, args.mode)
     return plan
+
+
+def fixed_task(notebook: Path) -> str | None:
+    """The task a notebook without a `task` parameter sets itself (a line `task = "graph-text"`), if any."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
+            m = re.search(r"^task\s*=\s*[\"']([\w-]+)[\"']\s*$", cell.source, flags=re.MULTILINE)
+            if m and m.group(1) in TASKS:
+                return m.group(1)
+    return None
+
+
+def _check_values(job: Job, mode: str) -> None:
+    """The notebook's own checks of its parameter values (methods, seeds, forget sizes for its task and mode)."""
+    own = {k: v for k, v in job.parameters.items() if k not in RUNNER_SET}
+    if not own:
+        return
+    task = job.task or fixed_task(job.notebook)
+    try:
+        check_params(own, task=task, fast=mode == "fast")
+    except (TypeError, ValueError) as e:
+        raise PlanError(f"{job.label}: {e}") from None
+
+
+def check_run_dir(run_dir: Path, mode: str) -> None:
+    """Refuse a run folder that cannot be written, or that holds a run of the other mode; changes nothing."""
+    paths = [run_dir, *(run_dir / f for f in RUN_FOLDERS)]
+    for p in paths:
+        if p.exists() and not p.is_dir():
+            raise PlanError(f"{p} is a file where the run needs a folder; move it away or pass another --name")
+    for f in RUN_FILES:
+        if (run_dir / f).is_dir():
+            raise PlanError(f"{run_dir / f} is a folder where the run writes a file; move it away or pass "
+                            f"another --name")
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise PlanError(f"cannot create the run folder {run_dir}: {existing} is a file; pass another --runs-dir")
+    for p in [existing] + [p for p in paths if p.is_dir()]:
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise PlanError(f"the run folder {p} is not writable; fix its permissions or pass another "
+                            f"--runs-dir / --name")
+    timings = read_timings(run_dir)
+    if timings is not None and timings.get("mode") not in (None, mode):
+        raise PlanError(f"{run_dir} holds a {timings['mode']}-mode run (its timings.json); a {mode}-mode run there "
+                        f"would mix both in results.csv: pass another --name, or delete the folder to start over")
+
+
+def read_timings(run_dir: Path) -> dict | None:
+    """The run folder's timings.json (None when absent); a clear error for an unreadable one."""
+    path = run_dir / "timings.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("jobs", []), list):
+            raise ValueError("not a timings record")
+    except (OSError, ValueError) as e:
+        raise PlanError(f"{path} is unreadable ({e}); it records the earlier jobs of this run folder: fix or "
+                        f"delete it, or pass another --name") from None
+    return data
 
 
 def _fmt(seconds: float) -> str:
@@ -248,50 +338,193 @@ def _check_kernel(name: str) -> None:
                         f"pass --kernel or install one with `python -m ipykernel install --user`") from None
 
 
+class RunLock:
+    """An exclusive lock on a run folder (`fcntl.flock` on a lock file), so two runners never share one."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.path, self.fd = run_dir, run_dir / LOCK_NAME, None
+
+    def holder(self) -> str | None:
+        """The pid text of the runner holding the folder, or None when it is free (creates nothing)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            return None if _try_lock(fd) else (os.read(fd, 32).decode(errors="replace").strip() or "?")
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> "RunLock":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+            if not _try_lock(fd):
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise PlanError(_busy(self.run_dir, holder))
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:  # not unlinked by a finishing runner
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no protection, as before
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _busy(run_dir: Path, holder: str) -> str:
+    return (f"another mdlib-run (pid {holder}) is running in {run_dir}; wait for it to finish, "
+            f"or pass another --name for a separate run folder")
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(handler):
+    """Install a SIGTERM handler and return the previous one (None outside the main thread, where Python
+    allows no handler)."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+class _Record:
+    """timings.json of a run folder: earlier jobs kept, a rerun job replacing its earlier entry."""
+
+    def __init__(self, run_dir: Path, mode: str):
+        self.path = run_dir / "timings.json"
+        earlier = read_timings(run_dir) or {}
+        self.data = {"mode": mode, "jobs": list(earlier.get("jobs", []))}
+
+    def add(self, job: Job, seconds: float, status: str) -> None:
+        self.data["jobs"] = [j for j in self.data["jobs"] if j.get("output") != str(job.output)]
+        self.data["jobs"].append({"notebook": job.notebook.stem, "task": job.task, "seed": job.seed,
+                                  "output": str(job.output), "seconds": round(seconds, 2), "status": status})
+        write_json(self.data, self.path)
+
+
 def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool = True) -> int:
-    """Execute the jobs in order; returns 0, or 1 after the first failure (its notebook is kept)."""
-    import os
+    """Execute the jobs in order, holding the run folder's lock; returns 0, 1 after the first failure (its
+    notebook is kept), 2 when the folder is busy or cannot be written, 130 when interrupted."""
+    try:
+        lock = RunLock(plan.run_dir).acquire()
+    except PlanError as e:
+        print(f"mdlib-run: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"mdlib-run: cannot write the run folder {plan.run_dir} ({e.strerror or e}); fix its permissions "
+              f"or pass another --runs-dir / --name", file=sys.stderr)
+        return 2
+    previous = _on_sigterm(_interrupted)
+    try:
+        return _run_jobs(plan, mode=mode, kernel=kernel, timeout=timeout, progress=progress)
+    except KeyboardInterrupt:  # between jobs: every finished job is already recorded
+        print(f"mdlib-run: interrupted; the jobs that finished are recorded in {plan.run_dir / 'timings.json'}",
+              file=sys.stderr)
+        return 130
+    finally:
+        _on_sigterm(previous)
+        lock.release()
 
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
 
+def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool) -> int:
     os.environ["MDLIB_BATCH"] = "1"  # kernels inherit it: interactive widgets draw static figures instead
-    timings = {"mode": mode, "jobs": []}
+    try:
+        record = _Record(plan.run_dir, mode)
+    except PlanError as e:
+        print(f"mdlib-run: {e}", file=sys.stderr)
+        return 2
     start_all = time.perf_counter()
     n = len(plan.jobs)
     status = 0
     for i, job in enumerate(plan.jobs, 1):
         print(f"[{i}/{n}] {job.label}  (elapsed {_fmt(time.perf_counter() - start_all)}, "
               f"estimate {_fmt(job.estimate)})", flush=True)
-        job.output.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        error = None
         try:
-            papermill.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
-                                       kernel_name=kernel, progress_bar=progress, cwd=str(job.notebook.parent),
-                                       execution_timeout=timeout)
-        except PapermillExecutionError as e:
-            error = f"{e.ename}: {e.evalue} (at In [{e.exec_count}])"
-        except Exception as e:  # kernel death, timeout, unreadable notebook: still report where it stopped
-            error = f"{type(e).__name__}: {e}"
+            error = _execute(job, kernel, timeout, progress)
+        except KeyboardInterrupt:
+            error = "interrupted"
         seconds = time.perf_counter() - start
-        timings["jobs"].append({"notebook": job.notebook.stem, "task": job.task, "seed": job.seed,
-                                "output": str(job.output), "seconds": round(seconds, 2),
-                                "status": "failed" if error else "ok"})
-        write_json(timings, plan.run_dir / "timings.json")
-        try:
-            write_results(plan.run_dir)
-        except ValueError as e:  # a broken metrics file should not hide the notebook's own outcome
-            print(f"  warning: results.csv not updated: {e}", file=sys.stderr)
-        if error:
+        outcome = "interrupted" if error == "interrupted" else "failed" if error else "ok"
+        if outcome == "failed":
             print(f"FAILED [{i}/{n}] {job.label} after {_fmt(seconds)}\n  error: {error}\n"
                   f"  the partially executed notebook is {job.output}", file=sys.stderr, flush=True)
+        saved = _save(record, job, seconds, outcome, plan.run_dir)
+        if outcome == "interrupted":
+            print(f"mdlib-run: interrupted during [{i}/{n}] {job.label} after {_fmt(seconds)}; "
+                  f"{'recorded in ' + str(record.path) if saved else 'not recorded'}; "
+                  f"rerun the same command to run it again", file=sys.stderr, flush=True)
+            return 130
+        if error or not saved:
             status = 1
             break
         print(f"  done in {_fmt(seconds)}", flush=True)
     total = _fmt(time.perf_counter() - start_all)
     print(f"{'stopped' if status else 'finished'} after {total}; results in {plan.run_dir / 'results.csv'}", flush=True)
     return status
+
+
+def _execute(job: Job, kernel: str, timeout: int | None, progress: bool) -> str | None:
+    """Run one notebook with papermill; returns None, "interrupted" or the error in one line."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        papermill.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
+                                   kernel_name=kernel, progress_bar=progress, cwd=str(job.notebook.parent),
+                                   execution_timeout=timeout)
+    except PapermillExecutionError as e:
+        # Ctrl-C in a terminal reaches the kernel too: its cell stops with KeyboardInterrupt
+        return "interrupted" if e.ename == "KeyboardInterrupt" else f"{e.ename}: {e.evalue} (at In [{e.exec_count}])"
+    except Exception as e:  # kernel death, timeout, unreadable notebook: still report where it stopped
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _save(record: _Record, job: Job, seconds: float, outcome: str, run_dir: Path) -> bool:
+    """Record the job in timings.json and rewrite results.csv; a clear message (not a traceback) when the
+    run folder cannot be written. Returns whether the job was recorded."""
+    try:
+        record.add(job, seconds, outcome)
+    except OSError as e:
+        print(f"mdlib-run: cannot write {record.path} ({e.strerror or e}); the run folder must stay writable: "
+              f"fix its permissions or free disk space, then rerun", file=sys.stderr, flush=True)
+        return False
+    try:
+        write_results(run_dir)
+    except (ValueError, OSError) as e:  # a broken metrics file should not hide the notebook's own outcome
+        print(f"  warning: results.csv not updated: {e}", file=sys.stderr)
+    return True
 
 
 def parser() -> argparse.ArgumentParser:
@@ -318,9 +551,20 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print("mdlib-run: interrupted before any notebook ran; nothing was recorded", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
         plan = make_plan(args)
         if not args.dry_run:
             _check_kernel(args.kernel)
+        holder = RunLock(plan.run_dir).holder()
+        if holder is not None:
+            raise PlanError(_busy(plan.run_dir, holder))
     except PlanError as e:
         print(f"mdlib-run: {e}", file=sys.stderr)
         return 2

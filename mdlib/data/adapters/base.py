@@ -24,7 +24,9 @@ class DatasetFormatError(ValueError):
 
 
 def missing_root(dataset: str, root, how: str) -> FileNotFoundError:
-    return FileNotFoundError(f"{dataset} not found at {root}: {how}")
+    """The error for a dataset folder that does not exist (a relative one shown with where it was looked for)."""
+    where = f"{root}" if Path(root).is_absolute() else f"{root} (looked for {Path(root).resolve()})"
+    return FileNotFoundError(f"{dataset} not found at {where}: no such local folder; {how}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -108,6 +110,18 @@ def subsample(data: RealData, max_examples: int | None, seed: int = 0) -> RealDa
                 break
         keep |= in_split & np.isin(data.unit, chosen)
     return data.select(keep)
+
+
+def check_splits(dataset: str, split: Sequence[str], reasons: dict[str, str] | str | None = None) -> None:
+    """Refuse records with an empty train, val or test split, saying why it is empty (`reasons[split]`, or
+    one reason for every split)."""
+    present = set(np.asarray(split).tolist())
+    empty = [s for s in SPLITS if s not in present]
+    if empty:
+        reasons = dict.fromkeys(SPLITS, reasons) if isinstance(reasons, str) else reasons or {}
+        why = "; ".join(f"{s}: {reasons.get(s, 'its file holds no example')}" for s in empty)
+        raise DatasetFormatError(f"{dataset}: the {', '.join(empty)} split(s) hold no example ({why}); every split "
+                                 f"needs examples: check the files or the options that filter rows")
 
 
 def split_off(units: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -16,11 +16,12 @@ One example per caption; the deletion unit is the image (all its captions leave 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .base import (DatasetFormatError, RealData, check_images_exist, missing_root, require_keys)
+from .base import DatasetFormatError, RealData, check_images_exist, check_splits, missing_root, require_keys
 
 KARPATHY_FILE = "dataset_flickr30k.json"
 IMAGE_FOLDERS = ("flickr30k-images", "flickr30k_images", "images", "Images")
@@ -57,9 +58,22 @@ def read_flickr30k(root_or_id, *, image_dir=None) -> RealData:
         if any((root / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json")):
             return read_hf(load_datasets_source(str(root), local=True), image_dir)
         raise FileNotFoundError(f"{root} holds neither {KARPATHY_FILE} nor a `datasets` folder (save_to_disk); {HOW}")
-    if isinstance(root_or_id, str) and root_or_id.count("/") == 1 and not root_or_id.startswith((".", "/")):
+    if _looks_like_hub_id(root_or_id):
         return read_hf(load_datasets_source(root_or_id, local=False), image_dir)
     raise missing_root("Flickr30K", root_or_id, HOW)
+
+
+def _looks_like_hub_id(source) -> bool:
+    """True for "owner/name" that is not a local path: a missing path whose first folder exists here (say
+    "data/flikr30k" with a data/ folder) is a mistyped local path, refused before any hub look-up."""
+    if not isinstance(source, str) or source.count("/") != 1 or source.startswith((".", "/", "~")):
+        return False
+    owner = Path(source.split("/")[0])
+    if owner.is_dir():
+        raise FileNotFoundError(f"Flickr30K: the local folder {Path(source).resolve()} does not exist ({owner}/ does, "
+                                f"so this looks like a mistyped local path rather than a hub id); check the path, or "
+                                f"run from a folder without a {owner}/ sub-folder to use the hub id {source!r}")
+    return True
 
 
 def read_karpathy(path: Path, image_folder: Path) -> RealData:
@@ -86,6 +100,7 @@ def read_karpathy(path: Path, image_folder: Path) -> RealData:
         sources.append(image_folder / img["filename"])
     if not texts:
         raise DatasetFormatError(f"{path} lists no captions; expected {KARPATHY_FORMAT}")
+    check_splits("Flickr30K", split, f"{path.name} puts no image with captions in it")
     check_images_exist(sources, "Flickr30K", image_folder, "put the images next to the JSON (flickr30k-images/) "
                        "or pass image_dir=")
     image_index = np.asarray(image_index, dtype=np.int64)
@@ -103,12 +118,19 @@ def load_datasets_source(source: str, local: bool):
     """A `datasets` Dataset or DatasetDict from a save_to_disk folder or a hub id."""
     import datasets
 
+    if not local:  # say so first: a hub look-up can take a while to fail without network
+        warnings.warn(f"no local folder {Path(source).resolve()}; looking up {source!r} on the Hugging Face hub",
+                      stacklevel=3)
     try:
         return datasets.load_from_disk(source) if local else datasets.load_dataset(source)
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as e:
+        if local:
+            raise
+        raise FileNotFoundError(f"no local folder {Path(source).resolve()}, and no hub dataset {source!r} ({e}); "
+                                f"check the path, or {HOW}") from e
     except Exception as e:  # no network, unknown id, ...
-        raise FileNotFoundError(f"could not load the `datasets` dataset {source!r} ({type(e).__name__}: {e}); "
+        where = "" if local else f"there is no local folder {Path(source).resolve()}, and "
+        raise FileNotFoundError(f"{where}could not load the `datasets` dataset {source!r} ({type(e).__name__}: {e}); "
                                 f"{HOW}") from e
 
 
@@ -156,6 +178,7 @@ def read_hf(ds, image_dir=None) -> RealData:
                 files.append(sources[-1])
     if not texts:
         raise DatasetFormatError("the `datasets` Flickr30K holds no captions")
+    check_splits("Flickr30K", split, "no row of the `datasets` dataset has that split")
     if files:
         check_images_exist(files, "Flickr30K", Path(image_dir), "pass the folder of the images as image_dir=")
     image_index = np.asarray(image_index, dtype=np.int64)

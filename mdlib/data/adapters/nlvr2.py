@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..reasoning import NLVR_LABELS
-from .base import (DatasetFormatError, RealData, check_images_exist, image_index_of_files, missing_root,
-                   read_json_lines, require_keys)
+from .base import (DatasetFormatError, RealData, check_images_exist, check_splits, image_index_of_files,
+                   missing_root, read_json_lines, require_keys)
 
 FILES = {"train": "train.json", "val": "dev.json", "test": "test1.json"}
 HOW = ("get NLVR2's train.json, dev.json and test1.json (https://github.com/lil-lab/nlvr, nlvr2/data/) and its images "
@@ -97,6 +97,7 @@ def read_nlvr2(root, *, image_dir=None) -> RealData:
             row_id += 1
     if not texts:
         raise DatasetFormatError(f"the NLVR2 files under {root} hold no example; expected {FORMAT}")
+    check_splits("NLVR2", split, {s: f"{p.name} holds no example" for s, p in files.items()})
     wanted = _resolve(wanted, image_root)
     first_file: dict[str, Path] = {}
     for pair_keys, pair_files in zip(keys, wanted):

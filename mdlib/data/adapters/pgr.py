@@ -9,7 +9,7 @@ the file has no header (a header row starting with FILE_ID is recognised and its
     PHENOTYPE_START_POSITION  PHENOTYPE_END_POSITION  RELATION  [CONFIRMATION]
 
 GENE_ID is an NCBI Gene id (4830 or NCBIGene:4830), PHENOTYPE_ID an HPO id (HP_0002664 or
-HP:0002664), RELATION True / False (any case, or 1 / 0). The test file's curated CONFIRMATION
+HP:0002664); anything else (swapped columns, names instead of ids) is refused, RELATION True / False (any case, or 1 / 0). The test file's curated CONFIRMATION
 column (C = the silver label is correct, I = incorrect, U = uncertain) gives the gold label with
 `confirmed_labels=True` (the default): I flips the label, U drops the row.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetFormatError, RealData, missing_root, split_off
+from .base import DatasetFormatError, RealData, check_splits, missing_root, split_off
 
 COLUMNS = ("FILE_ID", "SENTENCE", "GENE", "PHENOTYPE", "GENE_ID", "PHENOTYPE_ID", "GENE_START_POSITION",
            "GENE_END_POSITION", "PHENOTYPE_START_POSITION", "PHENOTYPE_END_POSITION", "RELATION", "CONFIRMATION")
@@ -90,14 +90,22 @@ def parse_label(value: str, where: str) -> int:
     raise DatasetFormatError(f"{where}: RELATION {value!r} is neither True nor False; expected {FORMAT}")
 
 
+GENE_ID_FORMAT = re.compile(r"(?:NCBI\s*Gene[:_]?|NCBI[:_])?(\d+)", flags=re.IGNORECASE)
+PHENOTYPE_ID_FORMAT = re.compile(r"HP[:_](\d+)", flags=re.IGNORECASE)
+
+
 def normalise_ids(gene_id: str, phenotype_id: str, where: str) -> tuple[str, str]:
-    """("NCBIGene:<n>", "HP:<7 digits>") from PGR's GENE_ID and PHENOTYPE_ID."""
-    gene = gene_id.split(":")[-1].strip()
-    m = re.fullmatch(r"(?:HP)?[:_]?(\d+)", phenotype_id.strip(), flags=re.IGNORECASE)
-    if not gene or m is None:
+    """("NCBIGene:<n>", "HP:<7 digits>") from PGR's GENE_ID and PHENOTYPE_ID; a clear error for anything else."""
+    gene = GENE_ID_FORMAT.fullmatch(gene_id.strip())
+    phenotype = PHENOTYPE_ID_FORMAT.fullmatch(phenotype_id.strip())
+    if gene is None or phenotype is None:
+        swapped = PHENOTYPE_ID_FORMAT.fullmatch(gene_id.strip()) and GENE_ID_FORMAT.fullmatch(phenotype_id.strip())
+        hint = ("the GENE_ID and PHENOTYPE_ID columns look swapped: put the gene id column first (or name the "
+                "columns in a header row)" if swapped else
+                "expected an NCBI Gene id such as 4830 and an HPO id such as HP_0002664")
         raise DatasetFormatError(f"{where}: unexpected ids GENE_ID={gene_id!r}, PHENOTYPE_ID={phenotype_id!r}; "
-                                 f"expected an NCBI Gene id such as 4830 and an HPO id such as HP_0002664")
-    return f"NCBIGene:{gene}", f"HP:{int(m.group(1)):07d}"
+                                 f"{hint}; expected {FORMAT}")
+    return f"NCBIGene:{int(gene.group(1))}", f"HP:{int(phenotype.group(1)):07d}"
 
 
 def mark_entities(row: dict) -> str:
@@ -138,9 +146,12 @@ def read_pgr(root, *, hpo_path=None, confirmed_labels: bool = True, mark: bool =
         raise missing_root("PGR", root, HOW)
     files = find_files(root)
     texts, labels, split, example_id, keys, mentions = [], [], [], [], [], []
-    dropped, row_id = 0, 0
+    dropped, row_id, reasons = 0, 0, {}
     for s, path in files.items():
-        for row in read_tsv(path):
+        rows = read_tsv(path)
+        reasons[s] = (f"{path.name} holds no row" if not rows else f"every row of {path.name} is uncertain "
+                      f"(CONFIRMATION U), and confirmed_labels=True drops those: pass confirmed_labels=False")
+        for row in rows:
             where = f"{path}, line {row['_line']}"
             missing = [c for c in REQUIRED if not row.get(c)]
             if missing:
@@ -166,9 +177,11 @@ def read_pgr(root, *, hpo_path=None, confirmed_labels: bool = True, mark: bool =
     unit = np.asarray([unit_of[k] for k in keys], dtype=np.int64)
     split = np.asarray(split)
     if "val" not in files:
+        check_splits("PGR", np.append(split, "val"), reasons)
         train = split == "train"
         val_units = split_off(unit[train], val_fraction, seed)
         split[train & np.isin(unit, val_units)] = "val"
+    check_splits("PGR", split, reasons)
     graphs, in_hpo, feature_size = relation_graphs(pairs, hpo_path, max_nodes, seed)
     first_mention = {}
     for k, m in zip(keys, mentions):
