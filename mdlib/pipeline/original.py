@@ -15,6 +15,7 @@ import torch
 
 from ..data.examples import ExampleSet
 from ..models import ModelConfig, MultimodalModel
+from ..precision import resolve_precision
 from ..tasks.base import Task
 from ..training import TrainConfig, train
 from ..utils import config_hash, data_dir, resolve_device, seed_everything
@@ -72,9 +73,12 @@ def train_or_load(task: Task, data: ExampleSet, *, kind: str, seed: int, train_c
     Returns (model in eval mode, meta) where meta holds the training history and wall time.
     """
     model_config = model_config or task.model_config()
+    dev = resolve_device(device)
+    # the precision actually used ("auto" resolved for this device) is part of what the checkpoint is
+    used = "bf16" if resolve_precision(train_config.precision, dev) == torch.bfloat16 else "fp32"
+    train_config = dataclasses.replace(train_config, precision=used)
     path = checkpoint_path(task, kind, model_config, train_config, seed, retrain_units)
     expect = identity(task, kind, model_config, train_config, seed, retrain_units)
-    dev = resolve_device(device)
     if path.exists():
         model, meta = load_checkpoint(path, dev, expect=expect)
         meta["loaded_from"] = str(path)
