@@ -71,9 +71,11 @@ def test_attack_features_shape_and_determinism(planted):
     x = attack_features(planted.A, planted.task, planted.S)
     assert x.shape == (len(planted.S), len(feature_names(planted.task))) == (N_UNITS, 2)
     assert np.array_equal(x, attack_features(planted.A, planted.task, planted.S))
-    assert np.isfinite(x).all() and ((x[:, 0] >= 0) & (x[:, 0] <= 1)).all()
-    # for a classification task the loss is the cross-entropy of the ground truth
-    np.testing.assert_allclose(x[:, 1], -np.log(x[:, 0]), rtol=1e-4, atol=1e-5)
+    assert np.isfinite(x).all()
+    # column 0 is the log-odds of the ground truth (the attacks rank by it, not by its rounded probability)
+    np.testing.assert_allclose(x[:, 0], true_logodds(planted.A, planted.task, planted.S))
+    # for a classification task the loss is the cross-entropy of the ground truth, log(1 + exp(-log-odds))
+    np.testing.assert_allclose(x[:, 1], np.logaddexp(0, -x[:, 0]), rtol=1e-4, atol=1e-5)
 
 
 def test_logodds_stays_finite_where_the_probability_rounds_to_one(planted):
@@ -92,7 +94,7 @@ def test_retrieval_features_include_the_contrastive_logit():
     model = task.build_model(task.model_config(**TINY)).eval()
     examples = task.test.subset(torch.arange(70))  # one full batch of 64 and a wrapped-around one
     x = attack_features(model, task, examples)
-    assert feature_names(task) == ["p_true", "loss", "contrastive_logit"] and x.shape == (70, 3)
+    assert feature_names(task) == ["true_logodds", "loss", "contrastive_logit"] and x.shape == (70, 3)
     scale = model.temperature_scale().item()
     assert (np.abs(x[:, 2]) <= scale + 1e-4).all() and x[:, 2].std() > 0
     # the loss of an example does not depend on how many examples share its set

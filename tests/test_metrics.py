@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from mdlib.attacks import true_logodds
+from mdlib.data.examples import ExampleSet
 from mdlib.metrics import accuracy, auc, binary_accuracy, d_f_score, recall_at_k
+from mdlib.tasks.base import Task
 
 
 def test_recall_perfect_and_hand_made():
@@ -54,3 +57,39 @@ def test_accuracy_functions():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     assert accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(200 / 3)
     assert binary_accuracy(torch.tensor([0.9, 0.4]), torch.tensor([0.1, 0.6])) == 50.0
+
+
+class _FixedLogits(Task):
+    """A task whose head outputs the logits stored in each example (no model involved)."""
+
+    n_classes = 3
+
+    def __init__(self):
+        pass
+
+    def encode(self, model, batch):
+        return batch
+
+    def fused(self, model, enc, text_perm=None):
+        return enc["logits"]
+
+    def logits(self, model, fused):
+        return fused.float()
+
+
+def test_logodds_order_examples_whose_probabilities_tie_at_one():
+    # log-odds 18 and 25 of the true class (label 1; classes 0 and 2 share the rest): P(true) rounds to 1.0 in float32
+    logits = torch.tensor([[0.0, 18.0 + np.log(2), 0.0], [0.0, 25.0 + np.log(2), 0.0], [0.0, 1.0, 0.0]])
+    examples = ExampleSet({"logits": logits, "label": torch.ones(3, dtype=torch.long), "unit": torch.arange(3),
+                           "example_id": torch.arange(3)})
+    task, model = _FixedLogits(), torch.nn.Linear(1, 1)
+    p = task.true_probability(model, examples)
+    assert p[0] == p[1] == 1.0  # the tie
+    z = task.true_logodds(model, examples)
+    assert z.dtype == np.float64
+    np.testing.assert_allclose(z, [18.0, 25.0, 1.0 - np.log(2)], atol=1e-5)
+    assert z[1] > z[0] > z[2]
+    # the D_f score of the more confident example against the less confident one: 100 by log-odds, 50 by probability
+    assert d_f_score(z[1:2], z[0:1], n_chunks=1) == 100.0
+    assert d_f_score(p[1:2], p[0:1], n_chunks=1) == 50.0
+    assert true_logodds(model, task, examples).tolist() == z.tolist()  # the attacks read the same score

@@ -23,8 +23,8 @@ def has_contrastive_view(task: Task) -> bool:
 
 
 def feature_names(task: Task) -> list[str]:
-    """Column names of `attack_features`: p_true, loss (+ contrastive_logit for retrieval)."""
-    return ["p_true", "loss"] + (["contrastive_logit"] if has_contrastive_view(task) else [])
+    """Column names of `attack_features`: true_logodds, loss (+ contrastive_logit for retrieval)."""
+    return ["true_logodds", "loss"] + (["contrastive_logit"] if has_contrastive_view(task) else [])
 
 
 def _batches(examples: ExampleSet, batch_size: int, device):
@@ -36,25 +36,15 @@ def _batches(examples: ExampleSet, batch_size: int, device):
         yield examples.batch(idx, device), min(size, n - start)
 
 
-@torch.no_grad()
 def true_logodds(model: MultimodalModel, task: Task, examples: ExampleSet, batch_size: int = 256) -> np.ndarray:
-    """Logit-scaled confidence of the ground truth, log p_y / (1 - p_y), (N,) float64.
+    """Logit-scaled confidence of the ground truth, log p_y / (1 - p_y), (N,) float64: `Task.true_logodds`.
 
     Computed from the head's logits as z_y - logsumexp_{j != y} z_j, so it does not round to
     +inf when p_y rounds to 1 (LiRA's statistic; for retrieval the ITM log-odds of the pair).
     """
     if len(examples) == 0:
         raise ValueError("no examples to score")
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for batch in examples.batches(batch_size, device=device):
-        logits = task.logits(model, task.fused(model, task.encode(model, batch))).double()
-        y = task.labels(batch)
-        true = logits.gather(1, y[:, None])[:, 0]
-        rest = logits.scatter(1, y[:, None], float("-inf")).logsumexp(1)
-        out.append((true - rest).cpu())
-    return torch.cat(out).numpy()
+    return task.true_logodds(model, examples, batch_size)
 
 
 @torch.no_grad()
@@ -85,11 +75,12 @@ def example_losses(model: MultimodalModel, task: Task, examples: ExampleSet, bat
 
 
 def attack_features(model: MultimodalModel, task: Task, examples: ExampleSet) -> np.ndarray:
-    """Per-example attack features (N, F), columns `feature_names(task)`:
-    P(ground truth), the task's loss and, for retrieval, the pair's contrastive logit."""
+    """Per-example attack features (N, F), columns `feature_names(task)`: the log-odds of the ground
+    truth (not P(ground truth), which rounds to 1.0 in float32 for confident examples and ties them),
+    the task's loss and, for retrieval, the pair's contrastive logit."""
     if len(examples) == 0:
         raise ValueError("no examples to read features from")
-    cols = [task.true_probability(model, examples).astype(np.float64), example_losses(model, task, examples)]
+    cols = [true_logodds(model, task, examples), example_losses(model, task, examples)]
     if has_contrastive_view(task):
         cols.append(contrastive_logits(model, task, examples))
     return np.stack(cols, axis=1)

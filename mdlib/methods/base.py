@@ -189,7 +189,7 @@ def _check_encoders_unchanged(original: MultimodalModel, new: MultimodalModel) -
 class Monitor:
     """Validation checks during unlearning and the choice of the checkpoint to keep.
 
-    At each check: the D_f score (D_f against `chunks` chunks of |D_f| retained examples), the
+    At each check: the D_f score on log-odds (D_f against `chunks` chunks of |D_f| retained examples), the
     mean P(true) on D_f and on that D_r sample, and a quick task metric on (up to
     `val_units` units of) the validation data. The kept checkpoint maximises
 
@@ -217,8 +217,10 @@ class Monitor:
     def check(self, model: MultimodalModel, step: int, extra: dict | None = None) -> dict:
         pf = self.task.true_probability(model, self.forget)
         pr = self.task.true_probability(model, self.retain_sample)
-        row = {"step": step, "d_f": d_f_score(pf, pr, n_chunks=self.chunks, seed=self.seed), "p_forget": float(pf.mean()),
-               "p_retain": float(pr.mean())}
+        # the D_f score ranks by log-odds (no float32 ties at P = 1); the mean probabilities are reported
+        d_f = d_f_score(self.task.true_logodds(model, self.forget), self.task.true_logodds(model, self.retain_sample),
+                        n_chunks=self.chunks, seed=self.seed)
+        row = {"step": step, "d_f": d_f, "p_forget": float(pf.mean()), "p_retain": float(pr.mean())}
         if self.val is not None:
             row["val_d_test"] = self.task.quick_evaluate(model, self.val)
         row |= extra or {}

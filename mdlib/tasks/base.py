@@ -158,7 +158,7 @@ class Task:
 
     @torch.no_grad()
     def true_probability(self, model: MultimodalModel, examples: ExampleSet, batch_size: int = 256) -> np.ndarray:
-        """P(ground truth) for every example, (N,): the score behind the D_f score."""
+        """P(ground truth) for every example, (N,) float32: for mean probabilities (rank by `true_logodds`)."""
         model.eval()
         device = next(model.parameters()).device
         out = []
@@ -167,6 +167,24 @@ class Task:
             probs = self.logits(model, self.fused(model, enc)).softmax(-1)
             out.append(probs.gather(1, self.labels(batch)[:, None])[:, 0].float().cpu())
         return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def true_logodds(self, model: MultimodalModel, examples: ExampleSet, batch_size: int = 256) -> np.ndarray:
+        """log P(true) - log(1 - P(true)) for every example, (N,) float64: the score to rank examples by.
+
+        Computed from the head's logits in float64 as z_y - logsumexp_{j != y} z_j, so it keeps its order
+        where P(true) rounds to 1.0 in float32 (log-odds above about 17). For retrieval the head is the
+        binary ITM head: the ITM log-odds of each pair. Same order as `true_probability`, without its ties.
+        """
+        model.eval()
+        device = next(model.parameters()).device
+        out = []
+        for batch in examples.batches(batch_size, device=device):
+            logits = self.logits(model, self.fused(model, self.encode(model, batch))).double()
+            y = self.labels(batch)[:, None]
+            rest = logits.scatter(1, y, float("-inf")).logsumexp(1)
+            out.append((logits.gather(1, y)[:, 0] - rest).cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0)
 
     def quick_evaluate(self, model: MultimodalModel, examples: ExampleSet) -> float:
         """A cheap version of d_test, for monitoring during unlearning."""

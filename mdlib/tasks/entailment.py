@@ -4,7 +4,7 @@ An example is (premise image, hypothesis); the label is entailment / neutral / c
 (see `mdlib.data.reasoning` for how hypotheses are made and why their labels depend on the
 image). The model fuses the image with the hypothesis and a 3-way head reads the fused
 [CLS]. The deletion unit is the image: all hypotheses of a deleted image leave together.
-Metric: accuracy (`Task.evaluate`); D_f score on P(true label) (`Task.true_probability`).
+Metric: accuracy (`Task.evaluate`); D_f score on the log-odds of the true label (`Task.true_logodds`).
 
 Training objective (`StatementTask.training_loss`): the head's cross-entropy plus two
 auxiliary losses on plain descriptions of the batch's own images ("a large red circle in the

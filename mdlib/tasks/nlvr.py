@@ -8,7 +8,7 @@ and `image_index` is (N, 2).
 
 The images of each split are paired once, so every image belongs to exactly one pair; the
 deletion unit is the pair (all statements about a deleted pair, and hence about both of its
-images, leave together). Metric: accuracy; D_f score on P(true label). The objective is
+images, leave together). Metric: accuracy; D_f score on the log-odds of the true label. The objective is
 `StatementTask.training_loss` (cross-entropy + description ITC and image-conditioned MLM on
 one image, a random side, of every example).
 """
