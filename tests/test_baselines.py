@@ -13,6 +13,7 @@ from mdlib.methods import (available, dtd_noise_scale, fisher_newton_direction, 
 from mdlib.methods import retrain as retrain_module
 from mdlib.methods.ermktp import image_consumers
 from mdlib.methods.neggrad import mean_example_loss
+from mdlib.methods.recipe import original_loss_options
 from mdlib.methods.ul import mean_mlm_loss
 from mdlib.models import MultimodalModel
 from mdlib.tasks import load_task
@@ -124,6 +125,37 @@ def test_retained_data_only(env, name, monkeypatch):
     if name.startswith("retrain"):
         (data,) = trained_on
         assert len(data) == len(env.retain) and np.array_equal(data.units(), env.retain.units())
+
+
+@pytest.mark.parametrize("name", ["finetune", "neggrad", "dtd"])
+def test_training_objective_is_the_original_recipe(env, name, monkeypatch):
+    """FineTune, NegGrad and DtD's descent pass the original recipe's loss options, not the task's bare defaults."""
+    options = []
+    original_loss = env.task.training_loss
+
+    def spy(model, batch, generator=None, **kwargs):
+        options.append(kwargs)
+        return original_loss(model, batch, generator, **kwargs)
+
+    monkeypatch.setattr(env.task, "training_loss", spy)
+    run(env, name)
+    recipe = original_loss_options()
+    assert options and all(o == recipe for o in options)
+    config = TrainConfig()
+    assert recipe == {"p_hard": config.p_hard, "p_minimal": config.p_minimal, "kind_weights": config.kind_weights,
+                      "mlm_weight": config.mlm_weight, "itm_pos_weight": config.itm_pos_weight}
+    assert original_loss_options(stage="early")["p_hard"] == 0.0
+
+
+def test_finetune_budget_is_epochs_of_the_retain_set(env):
+    assert get_method("finetune").config.lr == TrainConfig().lr  # the original's learning rate
+    for retain_epochs in (1.0, 2.5):
+        result = run(env, "finetune", retain_epochs=retain_epochs, lr=1e-12)
+        steps = result.history[-1]["step"]
+        needed = retain_epochs * len(env.retain) / 16  # retain_batch=16 in the fast settings
+        assert needed <= steps < needed + len(env.forget) // 8 + 1  # rounded up to whole passes over D_f
+    # None: the shared loop's epochs over D_f, as before
+    assert run(env, "finetune", retain_epochs=None, lr=1e-12).history[-1]["step"] == len(env.forget) // 8
 
 
 def test_retrain_starts_from_scratch(env):

@@ -2,10 +2,21 @@
 
 NegGrad (as the MultiDelete paper describes it, after Golatkar et al. 2020) "optimizes the
 original loss function of training f on D_f but reverses the direction of gradients". It reads
-only D_f. Ascent has no natural end: the loss of D_f can grow without bound while the whole model
+only D_f. The loss is the original model's own objective with the original recipe's options
+(`recipe.original_loss_options()`: for retrieval ITC + ITM with minimal-pair and ITC-hard
+negatives, matched pairs weighted 4 in ITM, MLM at weight 0.2), not the task's bare defaults,
+so that what is ascended is what f descended.
+
+Ascent has no natural end: the loss of D_f can grow without bound while the whole model
 collapses, so a divergence guard stops the run when the model's grip on the retained data or the
 validation metric slips too far, or when the D_f loss passes a bound; the reason goes to
 `result.notes`.
+
+What differs from the source and why: Golatkar et al. ascend for a fixed budget and publish the last
+iterate; the divergence guard and the shared loop's checkpoint selection (`select`) are ours, because
+an unbounded ascent otherwise ends in a collapsed model whatever D_f is. The rate is the shared loop's
+(2e-5, as MultiDelete), far below the original's peak of 6e-4: a step size for ascent has no
+counterpart in the original recipe, and it is the method's key hyperparameter to tune.
 """
 from __future__ import annotations
 
@@ -75,8 +86,9 @@ def validate_guard(cfg) -> None:
 @dataclass
 class NegGradConfig(MethodConfig):
     """objective: "training" = the original objective `task.training_loss` on D_f batches (the paper's
-    definition; for retrieval ITC + ITM with negatives); "example" = the loss of D_f's own ground
-    truth only, `task.example_loss` (what the D_f score reads).
+    definition; for retrieval ITC + ITM with negatives), with `loss_options` (None = the original
+    recipe's, `recipe.original_loss_options()`; {} = the task's bare defaults); "example" = the loss of
+    D_f's own ground truth only, `task.example_loss` (what the D_f score reads).
 
     Divergence guard (None turns a bound off): max_retain_drop (absolute drop of mean P(true) on a
     D_r sample), max_val_drop (points of the validation metric), max_forget_loss (the D_f loss).
