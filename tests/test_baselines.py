@@ -248,6 +248,32 @@ def test_newton_noise_scale_formula():
         newton_noise_scale(5000, 0, 0.1, 0.01, 1.0, 0.25, 1e-2)
 
 
+def test_lcodec_noise_at_the_authors_defaults():
+    # their NoisyReturn at their scripts' setting: n = 50,000, m = 1, M = 0.25, L = 1, lambda = l2_reg = 0.01,
+    # epsilon = 0.1, delta = 0.01: gamma = 2 * 0.25 / (0.01^3 * 5e4^2) = 2e-4, sigma = 2e-3 * sqrt(2 ln 125)
+    assert newton_noise_scale(50_000, 1, 0.1, 0.01, 1.0, 0.25, 0.01) == pytest.approx(0.0062150, rel=1e-4)
+    cfg = get_method("l-codec").config
+    assert (cfg.epsilon, cfg.delta, cfg.lipschitz, cfg.hessian_lipschitz) == (0.1, 0.01, 1.0, 0.25)
+    assert cfg.damping == TrainConfig().weight_decay  # their l2_reg is the training weight decay
+
+
+def test_lcodec_noise_uses_the_original_training_set_size(env):
+    result = run(env, "l-codec", selection="random", scrub_batch=8)
+    expected = newton_noise_scale(len(env.forget) + len(env.retain), 1, 0.1, 0.01, 1.0, 0.25, 0.02)
+    sigmas = [float(n.split("noise sigma ")[1].split(";")[0]) for n in result.notes if "noise sigma" in n]
+    assert len(sigmas) == math.ceil(len(env.forget) / 8)
+    assert sigmas == pytest.approx([expected] * len(sigmas), rel=1e-2)  # fixed n, as their orig_trainset_size
+
+
+def test_lcodec_val_gap_skip_reverts_a_costly_step(env, monkeypatch):
+    values = iter([50.0] + [10.0] * 100)  # the reference check, then every later check: a 40-point drop
+    monkeypatch.setattr(env.task, "quick_evaluate", lambda model, examples: next(values))
+    result = run(env, "l-codec", selection="random", scrub_batch=8, val_gap_skip=5.0)
+    reverted = [n for n in result.notes if "reverted" in n]
+    assert len(reverted) == math.ceil(len(env.forget) / 8)
+    assert all(torch.equal(a, b) for a, b in zip(env.model.parameters(), result.model.parameters()))
+
+
 @pytest.mark.parametrize("name", ["l-codec", "l-codec-f"])
 def test_lcodec_newton_step_raises_forget_loss_on_whole_rows(env, name):
     before = mean_example_loss(env.model, env.task, env.forget)
@@ -317,6 +343,7 @@ def test_ul_f_ascends_the_pair_likelihood(env):
     ("l-codec", dict(selection="magic"), ValueError, "selection"),
     ("l-codec", dict(n_perturbations=2), ValueError, "n_perturbations"),
     ("l-codec-f", dict(damping=0.0), ValueError, "damping"),
+    ("l-codec", dict(val_gap_skip=-1.0), ValueError, "val_gap_skip"),
     ("erm-ktp", dict(mask_fraction=1.5), ValueError, "mask_fraction"),
     ("erm-ktp", dict(select="best"), ValueError, "last"),
     ("ul", dict(mask_prob=1.0), ValueError, "mask_prob"),

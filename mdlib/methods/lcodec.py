@@ -1,32 +1,50 @@
 """L-CODEC and L-CODEC-F: a Newton step on a selected parameter subset, plus Gaussian noise.
 
 Mehta, Pal, Singh & Ravi, "Deep Unlearning via Randomized Conditionally Independent Hessians"
-(CVPR 2022), whose released code we follow. For each scrub batch of D_f:
+(CVPR 2022), whose released code (vsingh-group/LCODEC-deep-unlearning) we follow. For each scrub
+batch of D_f (`scrub/scrub_tools.py`, `inp_perturb`):
 
 1. **Input perturbation.** Forward the batch `n_perturbations` times with perturbed inputs
-   (Gaussian noise of std `image_noise` on the images, as their code; `replaced_tokens` random
-   tokens per text, as their NLP code) and record the mean output of every unit (output
-   feature) of every linear layer, and the batch's loss.
+   (Gaussian noise of std `image_noise` = 0.1 on the images, as their code; `replaced_tokens`
+   random tokens per text, as their NLP code, `n_tokens_to_replace`) and record the mean output of
+   every unit (output feature) of every linear layer, and the batch's loss.
 2. **Selection (L-FOCI).** FOCI forward selection (Azadkia & Chatterjee 2021) with the CODEC
    conditional-dependence coefficient picks the units whose activations explain the loss: a
    Markov blanket of the loss among the units. Early stop when no unit adds dependence, at most
    `max_units`. A unit stands for its parameter row (weight row and bias entry).
    Alternatives: "gradient" (rows with the largest D_f gradient norm), "random" (their ablation).
 3. **Newton step on the subset** (Sekhari et al. 2021, "Remember what you want to forget"):
-   theta_S <- theta_S + m / (n - m) * H_S^-1 g_S, with g_S the mean gradient of the scrub batch's
-   loss and H_S the Hessian of the mean loss over the remaining data, restricted to S.
-4. **Noise** on the subset: sigma = (gamma / epsilon) sqrt(2 log(1.25 / delta)),
-   gamma = 2 M L^2 m^2 / (lambda^3 n^2) (Sekhari et al.), with m = 1 and lambda = the damping,
-   as in the authors' code.
+   theta_S <- theta_S + m / (n - m) * (H_S + lambda I)^-1 g_S, with g_S the mean gradient of the scrub
+   batch's loss, H_S the Hessian of the mean loss over the remaining data restricted to S, and
+   lambda = `damping`, their `l2_reg` (`NewtonScrubStep` adds l2_reg I to the Hessian).
+4. **Noise** on the subset, their `NoisyReturn(weights, epsilon, delta, m=1, nsamps=n, M, L, lamb)`:
 
-Approximations (honest list): the loss is `task.example_loss` (the ground-truth loss of each
-pair); H_S is the damped empirical Fisher (lambda I + bs/B sum_b g_b g_b^T over B mini-batches of
-bs examples of D_r), solved exactly in its low-rank form (Woodbury), where the authors use a
-finite-difference Hessian from gradients saved during training, which our original model did
-not record; FOCI runs on standardised activations; only `nn.Linear` units are candidates (their
-code also takes convolution filters: our ViT's patch embedding is not scrubbed); the noise is
-calibrated for one removal per Newton step, as their code does, not for the batch. The
-guarantees assume a strongly convex loss, which a transformer does not have.
+       sigma = (gamma / epsilon) sqrt(2 log(1.25 / delta)),   gamma = 2 M L^2 m^2 / (lambda^3 n^2)
+
+   with their constants: m = 1 (one removal per Newton step, whatever the scrub batch), n = the
+   size of the original training set (`--orig_trainset_size`, fixed while removals proceed), the
+   cross-entropy constants M = 0.25 (Hessian Lipschitz) and L = 1 (Lipschitz), epsilon = 0.1 and
+   delta = 0.01 (`scrub/multi_scrub.py` defaults and every script in `scrub/scrub_scripts/`), and
+   lambda = l2_reg = the weight decay the model was trained with (the scripts pass
+   `--l2_reg $weight_decay`, 0.01; here `TrainConfig().weight_decay` = 0.02). At their CIFAR/MNIST
+   setting (n = 50,000, lambda = 0.01) sigma = 0.0062; on the fast retrieval model (n = 2,000,
+   lambda = 0.02) sigma = 0.49, about 14 times its mean |weight| (0.035), on the few hundred selected
+   weights; it falls as 1 / n^2 with the full-mode training set.
+
+What differs from their code and why: the loss is `task.example_loss` (the ground-truth loss of
+each pair); H_S is the damped empirical Fisher (lambda I + bs/B sum_b g_b g_b^T over B mini-batches
+of bs examples of D_r), solved exactly in its low-rank form (Woodbury), where their default
+("FD") is a finite-difference Hessian from the gradients saved at the last two training epochs,
+which our original model did not record; the Newton step is Sekhari et al.'s for the m examples of
+the batch, m / (n - m) with n the examples still in the model, where their code steps 1 / (n - 1)
+with the batch's mean gradient (one removal); FOCI runs on standardised activations;
+`n_perturbations` is 64 (their scripts: 1000; 5 for VGGFace) to keep a step within seconds; only
+`nn.Linear` units are candidates (their code also takes convolution filters: our ViT's patch
+embedding is not scrubbed). Their driver (`multi_scrub.py`) reverts a scrub step that costs more
+than `val_gap_skip` = 0.05 of validation accuracy and leaves its examples unscrubbed ("should
+retrain"); here that rule is `val_gap_skip` (in points of the validation metric), off by default,
+because a skipped batch would leave part of D_f in the published model. The guarantees assume a
+strongly convex loss, which a transformer does not have.
 """
 from __future__ import annotations
 
@@ -41,6 +59,7 @@ from torch import nn
 from ..data.examples import Batch
 from ..models import MultimodalModel
 from ..tasks.base import Task
+from ..training import TrainConfig
 from ..utils import progress_bar
 from .base import Method, UnlearnResult, register
 from .dtd import check_after
@@ -212,9 +231,11 @@ class LCodecConfig:
     """scrub_batch: D_f examples removed per Newton step. n_perturbations, image_noise, replaced_tokens:
     the input perturbations behind the selection. selection: "foci" (L-CODEC), "gradient" or
     "random"; max_units caps the number of selected rows. fisher_batches x fisher_batch_size: D_r
-    examples behind the Hessian. damping: lambda of the Hessian and of the noise bound (their
-    l2_reg). epsilon, delta, lipschitz (L), hessian_lipschitz (M): the noise bound (their defaults);
-    sigma: a fixed noise scale instead (None = the bound).
+    examples behind the Hessian. damping: lambda of the Hessian and of the noise bound, their
+    l2_reg = the original's weight decay. epsilon, delta, lipschitz (L), hessian_lipschitz (M): the
+    noise bound (their defaults); sigma: a fixed noise scale instead (None = the bound).
+    val_gap_skip: revert a scrub step that lowers the validation metric by more than this many
+    points (their driver's rule, 5 points there; None = off).
     """
 
     scrub_batch: int = 32
@@ -225,12 +246,13 @@ class LCodecConfig:
     max_units: int = 32
     fisher_batches: int = 16
     fisher_batch_size: int = 8
-    damping: float = 1e-3
+    damping: float = TrainConfig().weight_decay
     epsilon: float = 0.1
     delta: float = 0.01
     lipschitz: float = 1.0
     hessian_lipschitz: float = 0.25
     sigma: float | None = None
+    val_gap_skip: float | None = None
 
     def validate(self) -> None:
         for name in ("scrub_batch", "n_perturbations", "replaced_tokens", "max_units", "fisher_batches",
@@ -254,6 +276,9 @@ class LCodecConfig:
                 raise ValueError(f"{name} must be positive, got {v}")
         if self.delta >= 1:
             raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
+        v = self.val_gap_skip
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            raise ValueError(f"val_gap_skip must be a positive number of points or None, got {v!r}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
 
@@ -274,7 +299,12 @@ class LCodec(Method):
         vocab = word_tokens(task)
         history = [reference_row(new, task, forget, retain, val, seed)]
         notes: list[str] = []
-        remaining = len(forget) + len(retain)  # n: the training examples still in the model
+        n_train = len(forget) + len(retain)  # their orig_trainset_size: the noise's n, fixed
+        remaining = n_train  # the examples still in the model: the Newton step's n
+        val_sample = None if val is None else val.with_units(val.units()[:100], "val sample")
+        accepted_val = history[0].get("val_d_test")
+        if cfg.val_gap_skip is not None and accepted_val is None:
+            notes.append("no validation data: the val_gap_skip rule is off")
         new.eval()
         steps = torch.randperm(len(forget), generator=g).split(cfg.scrub_batch)
         for step, idx in enumerate(progress_bar(iterable=steps, desc=self.full_name, disable=not progress, leave=False), 1):
@@ -290,13 +320,26 @@ class LCodec(Method):
             newton = (m / (remaining - m)) * fisher_newton_direction(batch_grads, grad, cfg.damping,
                                                                      cfg.fisher_batch_size).double()
             sigma = cfg.sigma if cfg.sigma is not None else newton_noise_scale(
-                remaining, 1, cfg.epsilon, cfg.delta, cfg.lipschitz, cfg.hessian_lipschitz, cfg.damping)
+                n_train, 1, cfg.epsilon, cfg.delta, cfg.lipschitz, cfg.hessian_lipschitz, cfg.damping)
+            saved = [p.detach().clone() for p in params]
             rows.add_(units, newton + sigma * torch.randn(newton.shape, generator=g, dtype=torch.float64))
-            remaining -= m
             names = sorted({rows.layers[rows.locate(u)[0]][0] for u in units})
-            notes.append(f"step {step}: {len(units)} rows ({grad.numel()} weights) in {len(names)} layers "
-                         f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); Newton step norm "
-                         f"{float(newton.norm()):.3g}, noise sigma {sigma:.3g}")
+            note = (f"step {step}: {len(units)} rows ({grad.numel()} weights) in {len(names)} layers "
+                    f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); Newton step norm "
+                    f"{float(newton.norm()):.3g}, noise sigma {sigma:.3g}")
+            if cfg.val_gap_skip is not None and accepted_val is not None:
+                val_now = task.quick_evaluate(new, val_sample)
+                new.eval()
+                if accepted_val - val_now > cfg.val_gap_skip:
+                    with torch.no_grad():
+                        for p, old in zip(params, saved):
+                            p.copy_(old)
+                    notes.append(note + f"; reverted: the validation metric fell from {accepted_val:.1f} to "
+                                 f"{val_now:.1f} (val_gap_skip={cfg.val_gap_skip}), {m} D_f examples not scrubbed")
+                    continue
+                accepted_val = val_now
+            remaining -= m
+            notes.append(note)
         best = check_after(new, task, forget, retain, val, seed, history, len(steps))
         return UnlearnResult(new, self.full_name, dataclasses.asdict(cfg), 0.0, history, best, notes)
 
