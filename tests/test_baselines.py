@@ -320,6 +320,23 @@ def test_ul_ascends_the_text_likelihood_on_the_text_side_only(env):
             assert torch.equal(a, result.model.state_dict()[key]), f"UL changed {key}"
 
 
+def test_ul_takes_one_full_batch_step_per_epoch_as_jang_et_al(env, monkeypatch):
+    cfg = get_method("ul").config
+    assert (cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.epochs, cfg.full_batch) == (5e-5, 0.0, 0.0, 20, True)
+    sizes = []
+    mlm = env.task.mlm_loss
+
+    def spy(model, batch, *args, **kwargs):
+        if torch.is_grad_enabled():
+            sizes.append(len(batch["unit"]))
+        return mlm(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(env.task, "mlm_loss", spy)
+    result = run(env, "ul", epochs=3, stop_at_unseen=False, max_retain_drop=None, max_val_drop=None,
+                 max_forget_loss=None)
+    assert sizes == [len(env.forget)] * 3 and result.history[-1]["step"] == 3
+
+
 def test_ul_f_ascends_the_pair_likelihood(env):
     p_before = env.task.true_probability(env.model, env.forget).mean()
     result = run(env, "ul-f", lr=1e-3, epochs=3, stop_at_unseen=False)

@@ -1,14 +1,20 @@
 """UL and UL-F: knowledge unlearning by gradient ascent on the likelihood of D_f's text.
 
-Jang et al., "Knowledge Unlearning for Mitigating Privacy Risks in Language Models" (ACL 2023):
-maximise the language-modelling loss (minimise the likelihood) of the target token sequences,
-with no retained data, and stop once the targets are no more familiar to the model than data it
-never saw (their memorisation-accuracy threshold measured on unseen text).
+Jang et al., "Knowledge Unlearning for Mitigating Privacy Risks in Language Models" (ACL 2023;
+code joeljang/knowledge-unlearning): maximise the language-modelling loss (minimise the
+likelihood) of the target token sequences, with no retained data, and stop once the targets are
+no more familiar to the model than data it never saw: after each epoch, stop when the targets'
+memorisation accuracy (MA) and extraction likelihood (EL) fall below the model's MA and EL on
+unseen text (`ma_threshold`, `el_threshold`). Their recipe (`run.py`, `configs/example.json`,
+`models/Neo_Model.py`): Adam at lr 5e-5, betas (0.9, 0.98), no weight decay, no gradient clipping,
+no dropout, and one gradient update per epoch on the whole target set (the effective batch size
+must equal the number of targets: "minimizing gradient updates is crucial for retaining LM
+performance"), for at most 20 epochs.
 
 UL ("ul") is that method on the text side of our model: gradient ascent on the masked-LM loss
 of D_f's captions, `task.mlm_loss` (the MLM head was trained with the original model), updating
-only the text encoder f_T and the MLM head. It stops when the MLM loss of D_f (masks drawn from a
-fixed seed) reaches the MLM loss of validation texts under f.
+only the text encoder f_T and the MLM head (the only parameters the loss reaches). It stops when
+the MLM loss of D_f (masks drawn from a fixed seed) reaches the MLM loss of validation texts under f.
 
 UL-F ("ul-f"): a fusion-only method cannot change the text-only likelihood at all (the MLM head
 reads f_T, which "-F" freezes), so UL-F ascends the likelihood the fusion module does control:
@@ -18,10 +24,21 @@ image). It stops when D_f's mean P(true) falls to the level of the validation pa
 Unlike NegGrad-F, UL-F ascends only the D_f pairs' own likelihood (no negatives, no ITC), as UL
 ascends only the targets' likelihood.
 
-Both also carry NegGrad's divergence guard (None turns a bound off).
+Defaults follow their recipe: lr 5e-5, weight_decay 0, no clipping, one full-batch step over D_f per
+epoch (`full_batch`), at most 20 epochs, the stopping rule checked after every epoch.
+
+What differs from the source and why: the stopping statistic is the MLM loss (UL) or the mean
+P(true) (UL-F) against its level on validation data, not MA and EL, which are defined for
+left-to-right generation; the loss is masked, not causal, LM (our text encoder is bidirectional);
+AdamW with weight decay 0 is Adam with betas (0.9, 0.999), not (0.9, 0.98) (the shared loop's
+optimiser); dropout stays as the model has it; the shared loop's checkpoint selection (`select`)
+applies where they keep the last model (select="last"). Both also carry NegGrad's divergence guard
+(None turns a bound off), which their code does not have.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -36,10 +53,19 @@ from .neggrad import DivergenceGuard, reference_row, validate_guard
 
 @dataclass
 class ULConfig(MethodConfig):
-    """lr: Jang et al. use 5e-5. mask_prob: MLM masking rate (UL). stop_at_unseen: their stopping rule
-    (needs validation data). max_retain_drop, max_val_drop, max_forget_loss: the divergence guard."""
+    """Jang et al.'s recipe: lr 5e-5, no weight decay, no gradient clipping, at most `epochs` = 20 epochs of
+    one step each over all of D_f (`full_batch`; False = steps of `forget_batch` as the shared loop),
+    the stopping rule checked every step. mask_prob: MLM masking rate (UL). stop_at_unseen: their
+    stopping rule (needs validation data). max_retain_drop, max_val_drop, max_forget_loss: the
+    divergence guard."""
 
+    epochs: int = 20
     lr: float = 5e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+    min_steps: int = 0
+    eval_every: int = 1
+    full_batch: bool = True
     mask_prob: float = 0.15
     stop_at_unseen: bool = True
     max_retain_drop: float | None = 0.2
@@ -121,7 +147,11 @@ class UL(Method):
 
         guard = DivergenceGuard(reference_row(new, task, forget, retain, val, seed), cfg.max_retain_drop,
                                 cfg.max_val_drop, cfg.max_forget_loss, extra=stop)
-        result = optimise(self, new, None, task, forget, retain, val, seed=seed, progress=progress,
+        method = self
+        if cfg.full_batch:  # one update per epoch on all of D_f, as their effective batch size
+            method = copy.copy(self)
+            method.config = dataclasses.replace(cfg, forget_batch=len(forget))
+        result = optimise(method, new, None, task, forget, retain, val, seed=seed, progress=progress,
                           loss_fn=ascent_loss, ascent_guard=guard)
         if guard.reason:
             result.notes.append(f"UL {guard.reason}")
