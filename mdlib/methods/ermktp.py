@@ -28,6 +28,34 @@ and heads are f's otherwise.
 The masks are folded into weights, so the unlearned model keeps `MultimodalModel`'s architecture
 and saves and loads with the ordinary checkpoints. `result.history` starts at the re-initialised
 student, not at f.
+
+Their code (RUIYUN-ML/ERM-KTP) and the constants kept from it: `ERM_laryer.py`,
+`LearnableMaskLayer`: gates initialised at 0.5, `loss_function` = relu(L1 - 0.1 x size) + 0.1 x the
+upper-triangular overlap of the class masks, `clip_lmask` after every step; `train_ERM.py`:
+regulariser weight `lambda_reg` = 1e-3 (our `entanglement_weight`); `KTP.py`: a fresh model whose
+classifier is the original's with the forgotten channels zeroed (`load_fc`), trained with MSE to the
+teacher's feature maps on the remaining data, the classifier frozen.
+
+What differs from their code and why (ours is an adaptation; the constants that have a counterpart
+are theirs):
+
+* the gates are fitted after the fact (`mask_steps` = 30 Adam steps at `mask_lr` = 0.05, f frozen),
+  where theirs are trained with the model (SGD, lr 0.1, momentum 0.9, weight decay 5e-4, on one epoch
+  in three): our original model was trained without them;
+* the prohibited channels: theirs are all channels whose gate for a forgotten class is positive
+  (`channel_express`; after joint training the classes' masks are nearly disjoint); gates fitted
+  after the fact stay positive almost everywhere, so that rule would prohibit nearly every channel:
+  ours are the channels with g_f > g_r, at most `mask_fraction` = 10% of them;
+* KTP distils one target, the image encoder's output states with the D_f channels zeroed; theirs
+  (`KTP.py`, `model/resnet_20.py`) sums the MSE to the teacher's last feature map as it is (taken
+  before the mask) and the MSE to its pooled features with the forgotten channels zeroed. Ours uses
+  AdamW at lr 1e-3 on a ViT (theirs: SGD at lr 0.1 with momentum 0.9, weight decay 5e-4 and decays at
+  epochs 10 and 20, for a ResNet), and its budget is `epochs` = 30 passes over D_f's batches, each
+  distilling one batch of 64 D_r examples (about 3 passes over D_r in fast mode), where theirs runs
+  up to 200 epochs of the remaining data: the comparison caps every method at a fraction of
+  Retrain's cost;
+* `clip_lmask` divides by the maximum and then clamps to [0, 1]; we clamp first (the same for
+  non-negative gates, and no sign flip when a channel's gates are all negative).
 """
 from __future__ import annotations
 
