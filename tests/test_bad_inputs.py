@@ -94,9 +94,9 @@ def planted_checkpoint(meta_of: Callable[[dict], dict | None]) -> Callable[[], o
     """Save a tiny untrained model where the stub task's original model belongs, with `meta_of(identity)`."""
     from mdlib.models import MultimodalModel
     from mdlib.pipeline.checkpoints import save_checkpoint
-    from mdlib.pipeline.original import checkpoint_path, default_train_config, identity, train_or_load
+    from mdlib.pipeline.original import checkpoint_path, default_train_config, identity, resolved_recipe, train_or_load
 
-    task, config = StubTask(), default_train_config(True)
+    task, config = StubTask(), resolved_recipe(default_train_config(True), "cpu")
     path = checkpoint_path(task, "original", task.model_config(), config, 0)
     meta = meta_of(identity(task, "original", task.model_config(), config, 0))
     save_checkpoint(path, MultimodalModel(task.model_config()), meta)

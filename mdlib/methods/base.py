@@ -215,12 +215,10 @@ class Monitor:
         self.best_row: dict = {}
 
     def check(self, model: MultimodalModel, step: int, extra: dict | None = None) -> dict:
-        pf = self.task.true_probability(model, self.forget)
-        pr = self.task.true_probability(model, self.retain_sample)
-        # the D_f score ranks by log-odds (no float32 ties at P = 1); the mean probabilities are reported
-        d_f = d_f_score(self.task.true_logodds(model, self.forget), self.task.true_logodds(model, self.retain_sample),
-                        n_chunks=self.chunks, seed=self.seed)
-        row = {"step": step, "d_f": d_f, "p_forget": float(pf.mean()), "p_retain": float(pr.mean())}
+        # the D_f score ranks by log-odds (no float32 ties at P = 1); P(true) = sigmoid(log-odds) is reported
+        lf, lr = self.task.true_logodds(model, self.forget), self.task.true_logodds(model, self.retain_sample)
+        row = {"step": step, "d_f": d_f_score(lf, lr, n_chunks=self.chunks, seed=self.seed),
+               "p_forget": float(_sigmoid(lf).mean()), "p_retain": float(_sigmoid(lr).mean())}
         if self.val is not None:
             row["val_d_test"] = self.task.quick_evaluate(model, self.val)
         row |= extra or {}
@@ -236,6 +234,10 @@ class Monitor:
             self.best_state = self.state() or {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.train()
         return row
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow
 
 
 def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None, task: Task, forget: ExampleSet,

@@ -65,6 +65,12 @@ def checkpoint_path(task: Task, kind: str, model_config: ModelConfig, train_conf
     return data_dir() / "checkpoints" / f"{task.name}-{kind}-seed{seed}-{key}.pt"
 
 
+def resolved_recipe(train_config: TrainConfig, device: str | torch.device) -> TrainConfig:
+    """The recipe with its precision as it runs on `device` ("auto" resolved): part of what a checkpoint is."""
+    used = "bf16" if resolve_precision(train_config.precision, resolve_device(device)) == torch.bfloat16 else "fp32"
+    return dataclasses.replace(train_config, precision=used)
+
+
 def train_or_load(task: Task, data: ExampleSet, *, kind: str, seed: int, train_config: TrainConfig,
                   model_config: ModelConfig | None = None, device: str = "auto", progress: bool = True,
                   retrain_units=None) -> tuple[MultimodalModel, dict]:
@@ -74,9 +80,7 @@ def train_or_load(task: Task, data: ExampleSet, *, kind: str, seed: int, train_c
     """
     model_config = model_config or task.model_config()
     dev = resolve_device(device)
-    # the precision actually used ("auto" resolved for this device) is part of what the checkpoint is
-    used = "bf16" if resolve_precision(train_config.precision, dev) == torch.bfloat16 else "fp32"
-    train_config = dataclasses.replace(train_config, precision=used)
+    train_config = resolved_recipe(train_config, dev)
     path = checkpoint_path(task, kind, model_config, train_config, seed, retrain_units)
     expect = identity(task, kind, model_config, train_config, seed, retrain_units)
     if path.exists():
