@@ -94,7 +94,7 @@ class ExampleSet:
         idx = torch.as_tensor(idx, dtype=torch.long)
         out = {k: v[idx] for k, v in self.fields.items()}
         if "attention_mask" in out:  # trim padding shared by the whole batch
-            width = int(out["attention_mask"].sum(1).max())
+            width = _rounded_width(int(out["attention_mask"].sum(1).max()), out["attention_mask"].shape[1])
             out["input_ids"], out["attention_mask"] = out["input_ids"][:, :width], out["attention_mask"][:, :width]
         if "image_index" in out:
             if self.gather_image is not None:
@@ -113,6 +113,13 @@ class ExampleSet:
             idx = idx[torch.randperm(len(idx), generator=generator)]
         for start in range(0, len(idx), batch_size):
             yield self.batch(idx[start:start + batch_size], device)
+
+
+def _rounded_width(longest: int, full: int, multiple: int = 4) -> int:
+    """A batch's text width: its longest text rounded up to a multiple of 4 (at most `full`). Fewer distinct
+    shapes let the CPU's matrix library reuse its kernels (oneDNN builds one per shape): with every width
+    from 10 to 45 in play, a bfloat16 training step slowed from about 135 to 170 ms as new shapes kept coming."""
+    return min(full, -(-longest // multiple) * multiple)
 
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:
