@@ -83,7 +83,8 @@ def useful_work(task_name: str, device: str, n_batches: int = 3) -> dict:
     model = task.build_model().to(device).train()
     g = torch.Generator().manual_seed(0)
     idx = task.train.one_per_unit(g) if recipe.one_per_unit else torch.randperm(len(task.train), generator=g)
-    batches = task.train.length_buckets(idx, recipe.batch_size, g)[:n_batches]
+    batches = (task.train.length_buckets(idx, recipe.batch_size, g) if recipe.bucket_by_length
+               else list(idx.split(recipe.batch_size)))[:n_batches]
     options = dict(p_hard=recipe.p_hard, p_minimal=recipe.p_minimal, kind_weights=recipe.kind_weights,
                    mlm_weight=recipe.mlm_weight, itm_pos_weight=recipe.itm_pos_weight)
 

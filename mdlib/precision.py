@@ -14,7 +14,7 @@ it; CPUs with AVX512-BF16 or AMX) and float32 elsewhere. Measured on a 2-core AV
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -128,18 +128,3 @@ class MasterWeights:
             self.model.to(torch.float32)
             self.model.load_state_dict(state)
             self.active = False
-
-
-@contextlib.contextmanager
-def running_in(model: nn.Module, dtype: torch.dtype) -> Iterator[nn.Module]:
-    """Temporarily cast a (frozen or evaluated) model to `dtype`; its float32 weights come back after."""
-    if dtype == torch.float32 or model_dtype(model) == dtype:
-        yield model
-        return
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.to(dtype)
-    try:
-        yield model
-    finally:
-        model.to(torch.float32)
-        model.load_state_dict(saved)

@@ -29,9 +29,13 @@ class TrainConfig:
     head puts many true test pairs just below 0.5; weighting them 4x moves the decision
     boundary by about 1.4 log-odds units, without changing how the head ranks pairs.
 
-    Speed: `precision` ("auto", "fp32", "bf16"; see `mdlib.precision`) and `bucket_by_length`
-    (batches of texts of similar length, so that little of each batch is padding; the batches'
-    order is shuffled, see `ExampleSet.length_buckets`).
+    Speed: `precision` ("auto", "fp32", "bf16"; see `mdlib.precision`). `bucket_by_length` draws
+    batches of texts of similar length (`ExampleSet.length_buckets`: a quarter less text work) and is
+    off by default: in the scene world a caption's length tells how many objects it names, so length
+    buckets take the cross-length negatives out of every contrastive batch. Measured, full-mode
+    retrieval, seed 0, bfloat16, 80 epochs: mean recall 82.3 with buckets against 85.8 without (ITM
+    accuracy 63.6 vs 67.8); the float32 recipe of the previous release gave 87.4 and 69.8 on the
+    same machine (89.5 and 70.1 in an earlier run of that same recipe).
     """
 
     epochs: int = 80
@@ -50,7 +54,7 @@ class TrainConfig:
     eval_every: int = 20
     grad_clip: float = 5.0
     precision: str = "auto"
-    bucket_by_length: bool = True
+    bucket_by_length: bool = False
 
     def __post_init__(self) -> None:
         check_precision(self.precision)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mdlib.models.fusion import CrossAttentionFusion
-from mdlib.precision import MasterWeights, model_dtype, resolve_precision, running_in
+from mdlib.precision import MasterWeights, model_dtype, resolve_precision
 from mdlib.training import TrainConfig, train
 
 
@@ -33,19 +33,16 @@ def test_resolve_precision():
 
 
 def test_bf16_outputs_agree_with_fp32(small):
-    """Head log-odds in bfloat16 stay within 0.1 (absolute) of float32 on a small model; weights return exact."""
+    """Head log-odds in bfloat16 stay within 0.1 (absolute) of float32 on a small model (float32 pixels in)."""
     task, model = small
     batch = task.test.batch(torch.arange(48))
-    before = copy.deepcopy(model.state_dict())
+    low_model = copy.deepcopy(model).to(torch.bfloat16)
     with torch.no_grad():
         ref = task.logits(model, task.fused(model, task.encode(model, batch)))
-        with running_in(model, torch.bfloat16):
-            assert model_dtype(model) == torch.bfloat16
-            low = task.logits(model, task.fused(model, task.encode(model, batch)))
+        low = task.logits(low_model, task.fused(low_model, task.encode(low_model, batch)))
     assert low.dtype == torch.float32  # losses and metrics always read float32 logits
     ref_lo, low_lo = ref[:, 1] - ref[:, 0], low[:, 1] - low[:, 0]
     assert (ref_lo - low_lo).abs().max() < 0.1
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
 def test_master_weights_keep_small_updates_and_frozen_weights():

@@ -68,13 +68,6 @@ class ExampleSet:
         _, first = np.unique(units[order].numpy(), return_index=True)
         return order[torch.as_tensor(first)]
 
-    def sort_in_windows(self, indices: torch.Tensor, window: int) -> torch.Tensor:
-        """`indices` with each run of `window` consecutive ones sorted by text length (stable), so that
-        consecutive slices of a shuffled order hold texts of similar length."""
-        lengths = self.fields["attention_mask"][indices].sum(1)
-        return torch.cat([block[torch.argsort(block_len, stable=True)]
-                          for block, block_len in zip(indices.split(window), lengths.split(window))])
-
     def length_buckets(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator,
                        window: int = 16) -> list[torch.Tensor]:
         """`indices` cut into batches of texts of similar length, the batches in random order.
@@ -84,8 +77,10 @@ class ExampleSet:
         texts are padded to about their own length instead of the longest text of a random batch;
         which examples share a run stays random.
         """
+        lengths = self.fields["attention_mask"][indices].sum(1)
         batches = []
-        for block in self.sort_in_windows(indices, window * batch_size).split(window * batch_size):
+        for block, block_len in zip(indices.split(window * batch_size), lengths.split(window * batch_size)):
+            block = block[torch.argsort(block_len, stable=True)]
             batches += list(block.tensor_split(math.ceil(len(block) / batch_size)))
         order = torch.randperm(len(batches), generator=generator)
         return [batches[i] for i in order]

@@ -292,21 +292,16 @@ def _loop(method, model, frozen, task, forget, retain, loss_fn, opt, masters, mo
     """`optimise`'s steps; returns how many were taken."""
     cfg, device = method.config, next(model.parameters()).device
     monitor.check(model, 0)
-
-    def retain_stream():  # a shuffled D_r, sorted by text length within runs of 16 batches (less padding)
-        return retain.sort_in_windows(torch.randperm(len(retain), generator=g), 16 * cfg.retain_batch)
-
-    retain_order, retain_pos = retain_stream(), 0
-    f_size = math.ceil(len(forget) / steps_per_epoch)
+    retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
     step = 0
     model.train()
     for _ in range(epochs):
-        for f_idx in forget.length_buckets(torch.randperm(len(forget), generator=g), f_size, g):
+        for f_idx in torch.randperm(len(forget), generator=g).tensor_split(steps_per_epoch):
             fb = forget.batch(f_idx, device)
             rb = None
             if method.uses_retain:
                 if retain_pos + cfg.retain_batch > len(retain_order):
-                    retain_order, retain_pos = retain_stream(), 0
+                    retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
                 rb = retain.batch(retain_order[retain_pos:retain_pos + cfg.retain_batch], device)
                 retain_pos += cfg.retain_batch
             loss, logs = loss_fn(model, frozen, task, fb, rb, g)

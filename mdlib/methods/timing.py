@@ -20,8 +20,8 @@ def step_time(method_name: str, model: MultimodalModel, task: Task, forget: Exam
     """Median wall time (s) of one step (loss, backward, AdamW) of `method_name` on `model`'s device,
     in the method's precision (`precision` setting, as `unlearn` runs it).
 
-    D_f batches cycle through four fixed (length-bucketed) batches, as epochs revisit D_f; D_r batches
-    are fresh each step. With `cache=False` the frozen model recomputes every output, as the authors' code does.
+    D_f batches cycle through four fixed batches, as epochs revisit D_f; D_r batches are fresh each
+    step. With `cache=False` the frozen model recomputes every output, as the authors' code does.
     """
     method = get_method(method_name, task, **hparams)
     device = next(model.parameters()).device
@@ -34,15 +34,12 @@ def step_time(method_name: str, model: MultimodalModel, task: Task, forget: Exam
     opt = adamw(masters.masters(params), lr=method.config.lr)
     g = torch.Generator().manual_seed(seed)
     cfg = method.config
-    # batches as `optimise` draws them: D_f cut into length buckets, D_r slices of a length-sorted stream
-    f_batches = forget.length_buckets(torch.randperm(len(forget), generator=g), cfg.forget_batch, g)[:4]
-    r_stream = retain.sort_in_windows(torch.randperm(len(retain), generator=g), 16 * cfg.retain_batch)
+    f_batches = [torch.randperm(len(forget), generator=g)[:cfg.forget_batch] for _ in range(4)]
     times = []
     with attention_kernels(dtype, device):
         for i in range(steps + warmup):
             fb = forget.batch(f_batches[i % len(f_batches)], device)
-            start_r = (i * cfg.retain_batch) % max(1, len(r_stream) - cfg.retain_batch)
-            rb = retain.batch(r_stream[start_r:start_r + cfg.retain_batch], device)
+            rb = retain.batch(torch.randperm(len(retain), generator=g)[:cfg.retain_batch], device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
