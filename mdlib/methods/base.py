@@ -266,11 +266,41 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
     eval_every = cfg.eval_every or max(steps_per_epoch, total // 6)
     monitor = Monitor(task, forget, retain, val, seed, state=masters.float32_state if masters.active else None)
     notes: list[str] = []
+    step, stop = 0, False
     bar = progress_bar(total=total, desc=method.full_name, disable=not progress, leave=False)
     try:
         with attention_kernels(dtype, device):
-            step = _loop(method, model, frozen, task, forget, retain, loss_fn, opt, masters, monitor, g,
-                         epochs, steps_per_epoch, eval_every, ascent_guard, notes, bar)
+            monitor.check(model, 0)
+            retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
+            model.train()
+            for _ in range(epochs):
+                for f_idx in torch.randperm(len(forget), generator=g).tensor_split(steps_per_epoch):
+                    fb = forget.batch(f_idx, device)
+                    rb = None
+                    if method.uses_retain:
+                        if retain_pos + cfg.retain_batch > len(retain_order):
+                            retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
+                        rb = retain.batch(retain_order[retain_pos:retain_pos + cfg.retain_batch], device)
+                        retain_pos += cfg.retain_batch
+                    loss, logs = loss_fn(model, frozen, task, fb, rb, g)
+                    if not torch.isfinite(loss):
+                        notes.append(f"non-finite loss at step {step}: stopped")
+                        stop = True
+                        break
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    masters.step(opt, cfg.grad_clip)
+                    step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                    if step % eval_every == 0 or step == total:
+                        row = monitor.check(model, step, {f"loss_{k}": v for k, v in logs.items()})
+                        if ascent_guard is not None and ascent_guard(row):
+                            notes.append(f"divergence guard stopped the run at step {step}")
+                            stop = True
+                            break
+                if stop:
+                    break
     finally:
         bar.close()
         masters.restore()
@@ -285,43 +315,6 @@ def optimise(method: Method, model: MultimodalModel, frozen: FrozenModel | None,
     model.eval()
     return UnlearnResult(model, method.full_name, dataclasses.asdict(cfg), 0.0, monitor.history,
                          monitor.best_row if cfg.select == "best" else monitor.history[-1], notes)
-
-
-def _loop(method, model, frozen, task, forget, retain, loss_fn, opt, masters, monitor, g, epochs, steps_per_epoch,
-          eval_every, ascent_guard, notes, bar) -> int:
-    """`optimise`'s steps; returns how many were taken."""
-    cfg, device = method.config, next(model.parameters()).device
-    monitor.check(model, 0)
-    retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
-    step = 0
-    model.train()
-    for _ in range(epochs):
-        for f_idx in torch.randperm(len(forget), generator=g).tensor_split(steps_per_epoch):
-            fb = forget.batch(f_idx, device)
-            rb = None
-            if method.uses_retain:
-                if retain_pos + cfg.retain_batch > len(retain_order):
-                    retain_order, retain_pos = torch.randperm(len(retain), generator=g), 0
-                rb = retain.batch(retain_order[retain_pos:retain_pos + cfg.retain_batch], device)
-                retain_pos += cfg.retain_batch
-            loss, logs = loss_fn(model, frozen, task, fb, rb, g)
-            if not torch.isfinite(loss):
-                notes.append(f"non-finite loss at step {step}: stopped")
-                return step
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            masters.step(opt, cfg.grad_clip)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if step % eval_every == 0:
-                row = monitor.check(model, step, {f"loss_{k}": v for k, v in logs.items()})
-                if ascent_guard is not None and ascent_guard(row):
-                    notes.append(f"divergence guard stopped the run at step {step}")
-                    return step
-    if step % eval_every:  # the last step is always checked
-        monitor.check(model, step, {f"loss_{k}": v for k, v in logs.items()})
-    return step
 
 
 def unlearn(name: str, model: MultimodalModel, task: Task, forget: ExampleSet, retain: ExampleSet,
