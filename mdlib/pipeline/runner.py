@@ -15,6 +15,10 @@ the notebooks themselves make (`notebook.check_params`): method names, forget si
 task's training units in the chosen mode, seeds without repeats, a run folder that can be written.
 One runner at a time holds a run folder (a lock file); a second one is refused. An interrupted run
 (Ctrl-C) says so in one line and records the interrupted job in timings.json.
+
+`--executor dask` runs the jobs in parallel on a local Dask cluster (`--workers N`), `--executor
+dask://HOST:PORT` on an existing scheduler (see `executors.py`); `--resume` skips the jobs that
+timings.json records as finished and whose executed notebook exists.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from pathlib import Path
 
 from ..tasks import TASKS, check_task
 from ..utils import file_mode, resolve_device, write_json
+from .executors import parse_executor, require_dask, run_dask, run_job
 from .notebook import check_params
 from .results import runs_dir, write_results
 
@@ -425,16 +430,23 @@ class _Record:
         earlier = read_timings(run_dir) or {}
         self.data = {"mode": mode, "jobs": list(earlier.get("jobs", []))}
 
-    def add(self, job: Job, seconds: float, status: str) -> None:
-        self.data["jobs"] = [j for j in self.data["jobs"] if j.get("output") != str(job.output)]
-        self.data["jobs"].append({"notebook": job.notebook.stem, "task": job.task, "seed": job.seed,
-                                  "output": str(job.output), "seconds": round(seconds, 2), "status": status})
+    def add(self, record: dict) -> None:
+        """Add a job's timing record (from `executors.run_job`), replacing an earlier one of the same output."""
+        self.data["jobs"] = [j for j in self.data["jobs"] if j.get("output") != record["output"]]
+        self.data["jobs"].append(record)
         write_json(self.data, self.path)
 
+    def finished(self, job: Job) -> bool:
+        """Whether an earlier run recorded the job as ok and its executed notebook is still there."""
+        return job.output.is_file() and any(j.get("output") == str(job.output) and j.get("status") == "ok"
+                                            for j in self.data["jobs"])
 
-def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool = True) -> int:
-    """Execute the jobs in order, holding the run folder's lock; returns 0, 1 after the first failure (its
-    notebook is kept), 2 when the folder is busy or cannot be written, 130 when interrupted."""
+
+def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool = True,
+             executor: str = "local", workers: int = 2, device: str = "auto") -> int:
+    """Execute the jobs, holding the run folder's lock; returns 0, 1 after a failure (its notebook is kept;
+    the local executor stops at the first one, Dask runs the others), 2 when the folder is busy or cannot
+    be written, 130 when interrupted."""
     try:
         lock = RunLock(plan.run_dir).acquire()
     except PlanError as e:
@@ -446,7 +458,8 @@ def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progres
         return 2
     previous = _on_sigterm(_interrupted)
     try:
-        return _run_jobs(plan, mode=mode, kernel=kernel, timeout=timeout, progress=progress)
+        return _run_jobs(plan, mode=mode, kernel=kernel, timeout=timeout, progress=progress, executor=executor,
+                         workers=workers, device=device)
     except KeyboardInterrupt:  # between jobs: every finished job is already recorded
         print(f"mdlib-run: interrupted; the jobs that finished are recorded in {plan.run_dir / 'timings.json'}",
               file=sys.stderr)
@@ -456,8 +469,8 @@ def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progres
         lock.release()
 
 
-def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool) -> int:
-    os.environ["MDLIB_BATCH"] = "1"  # kernels inherit it: interactive widgets draw static figures instead
+def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool, executor: str = "local",
+              workers: int = 2, device: str = "auto") -> int:
     try:
         record = _Record(plan.run_dir, mode)
     except PlanError as e:
@@ -465,21 +478,33 @@ def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progre
         return 2
     start_all = time.perf_counter()
     n = len(plan.jobs)
+    address = parse_executor(executor)
+    if address is not None:
+        finished = 0
+
+        def done(job: Job, entry: dict) -> bool:
+            nonlocal finished
+            finished += 1
+            _report(job, entry, f"{finished}/{n}")
+            if entry["status"] == "ok":
+                print(f"[{finished}/{n}] {job.label} done in {_fmt(entry['seconds'])}  "
+                      f"(elapsed {_fmt(time.perf_counter() - start_all)})", flush=True)
+            return _save(record, entry, plan.run_dir)
+
+        status = run_dask(plan.jobs, done, address=address, workers=workers, device=device, kernel=kernel,
+                          timeout=timeout)
+        total = _fmt(time.perf_counter() - start_all)
+        print(f"{'finished with failures' if status else 'finished'} after {total}; results in "
+              f"{plan.run_dir / 'results.csv'}", flush=True)
+        return status
     status = 0
     for i, job in enumerate(plan.jobs, 1):
         print(f"[{i}/{n}] {job.label}  (elapsed {_fmt(time.perf_counter() - start_all)}, "
               f"estimate {_fmt(job.estimate)})", flush=True)
-        start = time.perf_counter()
-        try:
-            error = _execute(job, kernel, timeout, progress)
-        except KeyboardInterrupt:
-            error = "interrupted"
-        seconds = time.perf_counter() - start
-        outcome = "interrupted" if error == "interrupted" else "failed" if error else "ok"
-        if outcome == "failed":
-            print(f"FAILED [{i}/{n}] {job.label} after {_fmt(seconds)}\n  error: {error}\n"
-                  f"  the partially executed notebook is {job.output}", file=sys.stderr, flush=True)
-        saved = _save(record, job, seconds, outcome, plan.run_dir)
+        entry = run_job(job, kernel, timeout, progress)
+        outcome, seconds, error = entry["status"], entry["seconds"], entry.get("error")
+        _report(job, entry, f"{i}/{n}")
+        saved = _save(record, entry, plan.run_dir)
         if outcome == "interrupted":
             print(f"mdlib-run: interrupted during [{i}/{n}] {job.label} after {_fmt(seconds)}; "
                   f"{'recorded in ' + str(record.path) if saved else 'not recorded'}; "
@@ -494,29 +519,20 @@ def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progre
     return status
 
 
-def _execute(job: Job, kernel: str, timeout: int | None, progress: bool) -> str | None:
-    """Run one notebook with papermill; returns None, "interrupted" or the error in one line."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    try:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        papermill.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
-                                   kernel_name=kernel, progress_bar=progress, cwd=str(job.notebook.parent),
-                                   execution_timeout=timeout)
-    except PapermillExecutionError as e:
-        # Ctrl-C in a terminal reaches the kernel too: its cell stops with KeyboardInterrupt
-        return "interrupted" if e.ename == "KeyboardInterrupt" else f"{e.ename}: {e.evalue} (at In [{e.exec_count}])"
-    except Exception as e:  # kernel death, timeout, unreadable notebook: still report where it stopped
-        return f"{type(e).__name__}: {e}"
-    return None
+def _report(job: Job, entry: dict, position: str) -> None:
+    """A failed job's notebook, parameters, error and partial output, on stderr."""
+    if entry["status"] == "failed":
+        params = ", ".join(f"{k}={v!r}" for k, v in job.parameters.items() if k != "output_dir")
+        print(f"FAILED [{position}] {job.label} after {_fmt(entry['seconds'])}\n  notebook: {job.notebook}\n"
+              f"  parameters: {params}\n  error: {entry.get('error')}\n"
+              f"  the partially executed notebook is {job.output}", file=sys.stderr, flush=True)
 
 
-def _save(record: _Record, job: Job, seconds: float, outcome: str, run_dir: Path) -> bool:
+def _save(record: _Record, entry: dict, run_dir: Path) -> bool:
     """Record the job in timings.json and rewrite results.csv; a clear message (not a traceback) when the
     run folder cannot be written. Returns whether the job was recorded."""
     try:
-        record.add(job, seconds, outcome)
+        record.add(entry)
     except OSError as e:
         print(f"mdlib-run: cannot write {record.path} ({e.strerror or e}); the run folder must stay writable: "
               f"fix its permissions or free disk space, then rerun", file=sys.stderr, flush=True)
@@ -546,6 +562,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--notebook-dir", help="folder of notebooks (default: the repository's notebooks/)")
     p.add_argument("--runs-dir", help="folder of run folders (default: $MDLIB_RUNS or the repository's runs/)")
     p.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
+    p.add_argument("--executor", default="local", metavar="{local,dask,dask://HOST:PORT}",
+                   help="local: one job after another (default); dask: a local Dask cluster; dask://HOST:PORT: "
+                        "an existing Dask scheduler")
+    p.add_argument("--workers", type=int, default=None, help="workers of --executor dask (default 2)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the jobs timings.json records as ok whose executed notebook exists")
+    return p
     return p
 
 
@@ -560,7 +583,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     try:
+        _check_executor(args)
         plan = make_plan(args)
+        if args.resume:
+            earlier = _Record(plan.run_dir, args.mode)
+            kept = [j for j in plan.jobs if not earlier.finished(j)]
+            if len(kept) < len(plan.jobs):
+                print(f"--resume: {len(plan.jobs) - len(kept)} job(s) already finished, skipped")
+            plan.jobs = kept
         if not args.dry_run:
             _check_kernel(args.kernel)
         holder = RunLock(plan.run_dir).holder()
@@ -576,7 +606,25 @@ def _main(args: argparse.Namespace) -> int:
     print(f"estimated total: {_fmt(plan.estimate)}", flush=True)
     if args.dry_run:
         return 0
-    return run_plan(plan, mode=args.mode, kernel=args.kernel, timeout=args.timeout, progress=not args.no_progress)
+    return run_plan(plan, mode=args.mode, kernel=args.kernel, timeout=args.timeout, progress=not args.no_progress,
+                    executor=args.executor, workers=args.workers or 2, device=args.device)
+
+
+def _check_executor(args: argparse.Namespace) -> str | None:
+    """Check --executor and --workers (Dask importable); returns the scheduler address as parse_executor does."""
+    try:
+        address = parse_executor(args.executor)
+        if address is not None:
+            require_dask()
+    except ValueError as e:
+        raise PlanError(str(e)) from None
+    if args.workers is not None:
+        if address != "":
+            raise PlanError("--workers sets the size of --executor dask (a local cluster); a dask://HOST:PORT "
+                            "scheduler has its own workers, and --executor local runs one job at a time")
+        if args.workers < 1:
+            raise PlanError(f"--workers takes a positive int such as 2, got {args.workers}")
+    return address
 
 
 if __name__ == "__main__":

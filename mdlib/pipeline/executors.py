@@ -1,0 +1,152 @@
+"""Where the runner's jobs execute: one after another here (`local`), or as tasks of a Dask scheduler.
+
+    --executor local              one job at a time in this process (the default)
+    --executor dask --workers 2   a `dask.distributed.LocalCluster` on this machine, one job per worker
+    --executor dask://HOST:8786   an existing scheduler (a cluster); the run folder, the notebooks and the
+                                  data folder must be visible to every worker at the same paths
+
+Both call `run_job`, which executes one notebook and returns its timing record; only the driver (the
+runner, which holds the run folder's lock) writes `timings.json` and `results.csv`, after each job.
+
+Shared checkpoints: notebook `01_*` trains the original model and Retrain of its (task, seed), which
+the later notebooks load (training them when absent). The Dask executor therefore runs every `01` job
+first and waits for them, then submits the rest, so a checkpoint is never trained twice in parallel;
+a job whose (task, seed) `01` job failed is skipped, not run.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Callable
+
+TRAINS_CHECKPOINTS = "01"  # the notebook-name prefix of the jobs that train the shared checkpoints
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def parse_executor(text: str) -> str | None:
+    """None for the local executor, "" for a new LocalCluster, else the scheduler address."""
+    if text == "local":
+        return None
+    if text == "dask":
+        return ""
+    if text.startswith("dask://") and len(text) > len("dask://"):
+        return "tcp://" + text[len("dask://"):]
+    raise ValueError(f"--executor takes local, dask or dask://HOST:PORT, got {text!r}")
+
+
+def require_dask() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ValueError('--executor dask needs Dask distributed: pip install "mdlib[cluster]"') from None
+
+
+def execute(job, kernel: str, timeout: int | None, progress: bool) -> str | None:
+    """Run one notebook with papermill; returns None, "interrupted" or the error in one line."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        papermill.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
+                                   kernel_name=kernel, progress_bar=progress, cwd=str(job.notebook.parent),
+                                   execution_timeout=timeout)
+    except PapermillExecutionError as e:
+        # Ctrl-C in a terminal reaches the kernel too: its cell stops with KeyboardInterrupt
+        return "interrupted" if e.ename == "KeyboardInterrupt" else f"{e.ename}: {e.evalue} (at In [{e.exec_count}])"
+    except Exception as e:  # kernel death, timeout, unreadable notebook: still report where it stopped
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def run_job(job, kernel: str, timeout: int | None, progress: bool = False, threads: int | None = None) -> dict:
+    """Execute one job and return its timing record (status "ok", "failed" or "interrupted").
+
+    `threads` caps the math threads of the job's kernel (which inherits this process's environment)."""
+    os.environ["MDLIB_BATCH"] = "1"  # interactive widgets draw static figures instead
+    if threads:
+        os.environ.update({v: str(threads) for v in THREAD_VARIABLES})
+    started = time.time()
+    try:
+        error = execute(job, kernel, timeout, progress)
+    except KeyboardInterrupt:
+        error = "interrupted"
+    finished = time.time()
+    record = {"notebook": job.notebook.stem, "task": job.task, "seed": job.seed, "output": str(job.output),
+              "seconds": round(finished - started, 2), "started": round(started, 3), "finished": round(finished, 3),
+              "status": "interrupted" if error == "interrupted" else "failed" if error else "ok"}
+    if record["status"] == "failed":
+        record["error"] = error
+    return record
+
+
+def phases(jobs: list) -> tuple[list, list]:
+    """The jobs that train shared checkpoints (notebook `01_*`), and the others, each in plan order."""
+    first = [j for j in jobs if j.notebook.name.startswith(TRAINS_CHECKPOINTS)]
+    return first, [j for j in jobs if j not in first]
+
+
+def run_dask(jobs: list, done: Callable[[object, dict], bool], *, address: str, workers: int, device: str,
+             kernel: str, timeout: int | None) -> int:
+    """Run `jobs` on a Dask scheduler (a new LocalCluster when `address` is ""), the `01` jobs first.
+
+    `done(job, record)` is called in this process as each job ends and returns whether it was recorded.
+    Every job runs whatever the others do; returns 0, or 1 when any failed, was skipped or not recorded."""
+    import dask
+    from distributed import Client, LocalCluster, as_completed
+
+    if address:
+        client, cluster = Client(address, timeout="30s"), None
+        threads = None  # the cluster's workers keep their own settings
+        resources = {"GPU": 1} if device.startswith("cuda") else None
+        if resources and not any(w.get("resources", {}).get("GPU") for w in
+                                 client.scheduler_info()["workers"].values()):
+            print(f"mdlib-run: no worker of {address} offers a GPU resource yet; the jobs wait for one "
+                  f"(start workers with `dask worker {address} --nworkers 1 --resources GPU=1`)",
+                  file=sys.stderr, flush=True)
+    else:
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):  # no rerun of a job that killed its worker
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client, resources = Client(cluster), None
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    status, futures = 0, {}
+    failed_keys: set = set()
+    try:
+        for phase in phases(jobs):
+            runnable = []
+            for job in phase:
+                if (job.task, job.seed) in failed_keys:
+                    print(f"SKIPPED {job.label}: notebook {TRAINS_CHECKPOINTS} of task={job.task}, seed={job.seed} "
+                          f"failed, so its checkpoints are missing; fix it and rerun with --resume",
+                          file=sys.stderr, flush=True)
+                    status = 1
+                else:
+                    runnable.append(job)
+            if not runnable:
+                continue
+            where = address or f"a local cluster of {workers} worker(s)"
+            print(f"submitting {len(runnable)} job(s) to {where}", flush=True)
+            futures = {client.submit(run_job, job, kernel, timeout, False, threads, pure=False,
+                                     resources=resources): job for job in runnable}
+            submitted = time.time()
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    record = future.result()
+                except Exception as e:  # the worker died, or the job could not reach one
+                    now = time.time()
+                    record = {"notebook": job.notebook.stem, "task": job.task, "seed": job.seed,
+                              "output": str(job.output), "seconds": round(now - submitted, 2),
+                              "started": round(submitted, 3), "finished": round(now, 3), "status": "failed",
+                              "error": f"{type(e).__name__}: {e}"}
+                if not done(job, record) or record["status"] != "ok":
+                    status = 1
+                    if job.notebook.name.startswith(TRAINS_CHECKPOINTS):
+                        failed_keys.add((job.task, job.seed))
+    finally:
+        client.cancel([f for f in futures if not f.done()])  # after Ctrl-C: pending jobs of a cluster stop
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return status

@@ -1,0 +1,108 @@
+"""The runner's Dask executors: same results as the sequential run, notebook 01 first, failures reported,
+--resume. Runs the torch-free fixture notebook (a few seconds per cluster)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mdlib.pipeline.runner import main
+
+pytest.importorskip("distributed")
+
+FIXTURE = Path(__file__).parent / "fixtures" / "param_notebook.ipynb"
+
+
+def variant(folder: Path, name: str, fail_if: str = "False") -> None:
+    """The fixture as `name`.ipynb, writing metrics under its own name and raising when `fail_if` holds."""
+    nb = nbformat.read(FIXTURE, as_version=4)
+    code = nb.cells[2].source.replace("param_notebook", name)
+    nb.cells[2].source = f"if {fail_if}:\n    raise RuntimeError('{name} fails here')\n" + code
+    nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+@pytest.fixture
+def nbdir(tmp_path):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    shutil.copy(FIXTURE, d / "01_param.ipynb")
+    variant(d, "02_next")
+    return d
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """An existing scheduler with two worker processes, as a user's cluster would be: dask://HOST:PORT."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address.replace("tcp://", "dask://")
+
+
+def run(nbdir, *args):
+    return main(["--notebook-dir", str(nbdir), "--runs-dir", str(nbdir.parent / "runs"), "--no-progress",
+                 "--mode", "fast", "--seeds", "0,1", *args])
+
+
+def jobs(nbdir, name):
+    return json.loads((nbdir.parent / "runs" / name / "timings.json").read_text())["jobs"]
+
+
+def test_local_cluster_gives_the_sequential_results_and_runs_notebook_01_first(nbdir, capsys):
+    assert run(nbdir, "--name", "seq") == 0
+    assert run(nbdir, "--name", "par", "--executor", "dask", "--workers", "2") == 0, capsys.readouterr().err
+    runs = nbdir.parent / "runs"
+    assert (runs / "par" / "results.csv").read_text() == (runs / "seq" / "results.csv").read_text()
+    assert len((runs / "par" / "results.csv").read_text().splitlines()) == 1 + 2 * 2 * 2
+    assert sorted(p.name for p in (runs / "par" / "notebooks").iterdir()) == \
+        sorted(p.name for p in (runs / "seq" / "notebooks").iterdir())
+    done = jobs(nbdir, "par")
+    assert [j["status"] for j in done] == ["ok"] * 4
+    first = [j for j in done if j["notebook"] == "01_param"]
+    assert len(first) == 2 and max(j["finished"] for j in first) <= min(
+        j["started"] for j in done if j["notebook"] != "01_param")
+
+
+def test_a_failing_job_is_reported_the_others_finish_and_resume_runs_what_is_missing(nbdir, scheduler, capsys):
+    variant(nbdir, "01_param", fail_if="seed == 1")  # notebook 01 fails for seed 1: 02 of seed 1 is skipped
+    assert run(nbdir, "--name", "bad", "--executor", scheduler) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "01_param (task=retrieval, seed=1)" in err and "seed=1" in err
+    assert "RuntimeError: 01_param fails here" in err and "parameters: fast=True, task='retrieval', seed=1" in err
+    assert "SKIPPED 02_next (task=retrieval, seed=1)" in err
+    status = {(j["notebook"], j["seed"]): j["status"] for j in jobs(nbdir, "bad")}
+    assert status == {("01_param", 0): "ok", ("01_param", 1): "failed", ("02_next", 0): "ok"}
+
+    before = {j["output"]: j["started"] for j in jobs(nbdir, "bad") if j["status"] == "ok"}
+    variant(nbdir, "01_param")  # fixed
+    assert run(nbdir, "--name", "bad", "--executor", scheduler, "--resume") == 0
+    assert "2 job(s) already finished, skipped" in capsys.readouterr().out
+    after = jobs(nbdir, "bad")
+    assert [j["status"] for j in after] == ["ok"] * 4
+    assert {j["output"]: j["started"] for j in after if j["output"] in before} == before  # not rerun
+
+
+def test_resume_with_the_local_executor_skips_finished_jobs(nbdir, capsys):
+    assert run(nbdir, "--name", "r", "--notebooks", "01") == 0
+    (nbdir.parent / "runs" / "r" / "notebooks" / "01_param__retrieval__seed1.ipynb").unlink()  # lost: rerun
+    before = jobs(nbdir, "r")
+    assert run(nbdir, "--name", "r", "--notebooks", "01", "--resume") == 0
+    assert "1 job(s) already finished, skipped" in capsys.readouterr().out
+    after = {j["seed"]: j["started"] for j in jobs(nbdir, "r")}
+    assert after[0] == before[0]["started"] and after[1] > before[1]["started"]
+
+
+def test_executor_options_are_checked_before_anything_runs(nbdir, capsys, monkeypatch):
+    for args, message in [(["--executor", "spark"], "local, dask or dask://HOST:PORT"),
+                          (["--workers", "2"], "--workers sets the size of --executor dask"),
+                          (["--executor", "dask", "--workers", "0"], "positive int")]:
+        assert run(nbdir, "--dry-run", *args) == 2
+        assert message in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if Dask were not installed
+    assert run(nbdir, "--dry-run", "--executor", "dask") == 2
+    assert 'pip install "mdlib[cluster]"' in capsys.readouterr().err
+    assert not (nbdir.parent / "runs").exists()
