@@ -63,7 +63,7 @@ def main() -> None:
     d_test_f = task.evaluate(model, "test")["d_test"]
     print(f"{'original':14s} {'':>9s}   D_test {d_test_f:5.1f}")
     for name, seconds, m in rows:
-        d_f = d_f_score(task.true_probability(m, forget), task.true_probability(m, retain), seed=args.seed)
+        d_f = d_f_score(task.true_logodds(m, forget), task.true_logodds(m, retain), seed=args.seed)
         print(f"{name:14s} {seconds:8.1f} s   D_test {task.evaluate(m, 'test')['d_test']:5.1f}   D_f score {d_f:5.1f}"
               + ("" if name == "retrain" else f"   Retrain / {name} = {t_retrain / seconds:5.1f}x"))
 
