@@ -1,8 +1,9 @@
 """The frozen original model f: its outputs without gradients, cached by example id.
 
 MultiDelete compares f' with f on the same examples again and again (every epoch sees
-D_f once more). f never changes, so each of its outputs is computed once and then read
-from a cache: a step then costs little more than one forward and backward of f'.
+D_f once more). f never changes, so its unimodal states of D_f are computed once and then read
+from a cache. D_r batches are fresh examples nearly every step, so their outputs are computed
+each time (once per step: MultiDelete shares them between L_MKR and the head term).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class FrozenModel:
             p.requires_grad_(False)
         self.task = task
         self.cache = cache
-        self._image, self._text, self._fused, self._logits = _SlotCache(), _SlotCache(), _SlotCache(), _SlotCache()
+        self._image, self._text = _SlotCache(), _SlotCache()
 
     @torch.no_grad()
     def encoded(self, batch: Batch, cache: bool = True) -> Encoded:
@@ -74,11 +75,10 @@ class FrozenModel:
 
     @torch.no_grad()
     def fused(self, batch: Batch, enc: Encoded | None = None) -> torch.Tensor:
-        """f(I, T) fused representation of the batch's own pairs, (B, D)."""
-        if not self.cache:
-            return self.task.fused(self.model, enc or self.task.encode(self.model, batch))
-        return self._fused.get(batch["example_id"],
-                               lambda rows: self.task.fused(self.model, enc or self.encoded(batch, cache=False))[rows])
+        """f(I, T) fused representation of the batch's own pairs, (B, D), from `enc` if given.
+
+        Not cached: it is read for D_r batches, whose examples a run rarely draws twice."""
+        return self.task.fused(self.model, enc or self.encoded(batch, cache=False))
 
     @torch.no_grad()
     def fused_unrelated(self, enc: Encoded, text_perm: torch.Tensor) -> torch.Tensor:
