@@ -116,8 +116,8 @@ def hpo_labels(task: Task, examples: ExampleSet, attribute: str = "organ") -> np
 
     row_of = {int(r): i for i, r in enumerate(data.rows)}
     out = []
-    for unit in examples.fields["unit"].tolist():
-        phenotype = int(data.relations[row_of[unit], 1])
+    for relation in examples.fields["relation"].tolist():
+        phenotype = int(data.relations[row_of[relation], 1])
         up = ancestors(phenotype)
         if attribute == "organ":
             names = sorted(x.names[r].lower().replace("abnormality of the ", "") for r in roots if r in up)

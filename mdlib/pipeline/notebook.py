@@ -137,14 +137,14 @@ def _parse_betas(betas: str) -> list[float]:
 
 def training_units(task: str, fast: bool) -> int:
     """How many deletion units the training split of `task`'s embedded data holds in fast or full mode
-    (images, NLVR pairs or graph-text relations), computed without building the data."""
+    (images, NLVR pairs or graph-text blocks), computed without building the data."""
     from ..data.world import WorldConfig
 
     check_task(task)
     if task == "graph-text":
-        from ..data.hpo import train_relation_count
+        from ..data.hpo import train_unit_count
 
-        return train_relation_count(fast)
+        return train_unit_count(fast)
     n_train = (WorldConfig.fast() if fast else WorldConfig()).n_train
     return n_train // 2 if task == "nlvr" else n_train  # NLVR pairs the images of each split
 

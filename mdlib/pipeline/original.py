@@ -35,8 +35,9 @@ def default_train_config(fast: bool, task: Task | None = None) -> TrainConfig:
 
 def _world_signature(task: Task) -> dict:
     world = getattr(task, "world", None)
-    return dataclasses.asdict(world.config) if world is not None and dataclasses.is_dataclass(world.config) else \
-        {"examples": len(task.train), "name": getattr(task, "source", task.name)}
+    signature = dataclasses.asdict(world.config) if world is not None and dataclasses.is_dataclass(world.config) \
+        else {"examples": len(task.train), "name": getattr(task, "source", task.name)}
+    return dict(signature, examples_hash=task.data_signature())
 
 
 def identity(task: Task, kind: str, model_config: ModelConfig, train_config: TrainConfig, seed: int,

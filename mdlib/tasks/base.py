@@ -48,6 +48,17 @@ class Task:
                 f"deletion unit: {self.unit_name})")
 
     # -- data ---------------------------------------------------------------------
+    def data_signature(self) -> str:
+        """A hash of every split's texts, labels and units: part of a checkpoint's identity, so that a model
+        trained on other examples (an older version of the data, say) is never loaded for this task."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for examples in (self.train, self.val, self.test):
+            for key in ("input_ids", "label", "unit"):
+                digest.update(examples.fields[key].contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def split(self, name: str) -> ExampleSet:
         if name not in ("train", "val", "test"):
             raise ValueError(f"unknown split {name!r}; choose 'train', 'val' or 'test'")
@@ -185,6 +196,20 @@ class Task:
             rest = logits.scatter(1, y, float("-inf")).logsumexp(1)
             out.append((logits.gather(1, y)[:, 0] - rest).cpu())
         return torch.cat(out).numpy() if out else np.zeros(0)
+
+    @torch.no_grad()
+    def summarise(self, model: MultimodalModel, name: str, forget: ExampleSet, retain: ExampleSet,
+                  seed: int = 0) -> dict:
+        """One row about a model after (or before) a deletion: `model` (its name), the D_f score (D_f against D_r,
+        ranked by log-odds), the mean P(ground truth) on D_f, D_r and test, and D_test."""
+        from scipy.special import expit
+
+        from ..metrics import d_f_score
+
+        z = {k: self.true_logodds(model, s) for k, s in (("forget", forget), ("retain", retain), ("test", self.test))}
+        p = {k: float(expit(v).mean()) for k, v in z.items()}
+        return {"model": name, "d_f": d_f_score(z["forget"], z["retain"], seed=seed), "p_forget": p["forget"],
+                "p_retain": p["retain"], "p_test": p["test"], "d_test": self.evaluate(model, "test")["d_test"]}
 
     def quick_evaluate(self, model: MultimodalModel, examples: ExampleSet) -> float:
         """A cheap version of d_test, for monitoring during unlearning."""

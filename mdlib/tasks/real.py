@@ -251,6 +251,7 @@ def _graph_task(data: RealData, tokenizer, defaults: dict):
     everything = ExampleSet(_fields(data, tokenizer, defaults["max_text_len"]), {"image": data.images}, gather_graphs,
                             name="all")
     task = GraphTextTask(*_splits(everything, data), tokenizer=tokenizer, model_defaults=defaults)
+    task.unit_name = "relation"  # PGR's own relations, without the embedded extract's blocks
     rel = pd.DataFrame(data.info["relations"]).set_index("unit")
     rel = rel.loc[np.unique(data.unit)]
     by_unit = pd.DataFrame({"unit": data.unit, "label": data.label, "split": data.split})

@@ -1,0 +1,89 @@
+"""Is there something to forget? The memorisation report of an original model (notebook 01).
+
+Unlearning needs knowledge that is specific to the deleted examples. Three figures tell whether a task
+and its original model have it; each is computed, none assumed:
+
+* `memorisation_auc(task, model)`: AUC x 100 that a random *test* example gets a higher log-odds of its
+  ground truth than a random *training* example. 50 = the model treats the two alike (nothing memorised);
+  below 50 = training examples are favoured (memorised). The deletion set inherits that gap, and Retrain,
+  which never saw it, does not.
+* `df_text_overlap(forget, retain)`: the share (%) of D_f's texts that occur verbatim in D_r. A text that
+  D_r repeats is not specific to D_f: a model that saw D_r still knows it, Retrain included.
+* `text_only_accuracy(task)`: the test accuracy (%) of a bag-of-words logistic regression on the text
+  alone (word and word-pair counts). It bounds what a model can get without reading the image (or graph).
+  For graph-text, `entity_only_accuracy` is the same for a model that knows only which gene and which
+  phenotype a relation names (the label frequencies of the two entities).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .data.examples import ExampleSet
+from .metrics import auc
+from .models import MultimodalModel
+from .tasks.base import Task
+
+__all__ = ["memorisation_auc", "df_text_overlap", "text_only_accuracy", "memorisation_report"]
+
+
+def memorisation_auc(task: Task, model: MultimodalModel, train: ExampleSet | None = None,
+                     test: ExampleSet | None = None) -> float:
+    """AUC x 100 of the ground truth's log-odds, test examples (positives) against training examples."""
+    train = task.train if train is None else train
+    test = task.test if test is None else test
+    return 100 * auc(task.true_logodds(model, test), task.true_logodds(model, train))
+
+
+def _texts(examples: ExampleSet) -> list[tuple[int, ...]]:
+    """Each example's text as the tuple of its token ids (padding dropped): equal tuples = the same words."""
+    ids, mask = examples.fields["input_ids"], examples.fields["attention_mask"].bool()
+    return [tuple(row[m].tolist()) for row, m in zip(ids, mask)]
+
+
+def df_text_overlap(forget: ExampleSet, retain: ExampleSet) -> float:
+    """Share (%) of the forget set's examples whose text occurs verbatim among the retained examples."""
+    if len(forget) == 0:
+        raise ValueError("df_text_overlap needs a non-empty forget set")
+    kept = set(_texts(retain))
+    return 100.0 * float(np.mean([t in kept for t in _texts(forget)]))
+
+
+def _documents(examples: ExampleSet) -> list[str]:
+    return [" ".join(map(str, t)) for t in _texts(examples)]
+
+
+def _fit_bag_of_words(train_docs: list[str], train_labels: np.ndarray, test_docs: list[str],
+                      test_labels: np.ndarray, seed: int = 0) -> float:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = CountVectorizer(ngram_range=(1, 2), token_pattern=r"\S+", binary=True)
+    x_train = vectorizer.fit_transform(train_docs)
+    classifier = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_train, train_labels)
+    return 100.0 * float((classifier.predict(vectorizer.transform(test_docs)) == test_labels).mean())
+
+
+def text_only_accuracy(task: Task, seed: int = 0) -> float:
+    """Test accuracy (%) of a text-only model: logistic regression on word and word-pair counts of the text.
+
+    Retrieval has no text label (every caption belongs to its image): there the text-only model tells a
+    caption paired with its own image from the same caption paired with another image. It sees the same
+    words under both labels, so it scores 50 by construction, which this function computes rather than assumes.
+    """
+    train_docs, test_docs = _documents(task.train), _documents(task.test)
+    y_train, y_test = task.train.fields["label"].numpy(), task.test.fields["label"].numpy()
+    if len(np.unique(y_train)) == 1:  # retrieval: each caption once with its own image (1), once with another (0)
+        train_docs, test_docs = train_docs * 2, test_docs * 2
+        y_train = np.r_[np.ones(len(y_train)), np.zeros(len(y_train))]
+        y_test = np.r_[np.ones(len(y_test)), np.zeros(len(y_test))]
+    return _fit_bag_of_words(train_docs, y_train, test_docs, y_test, seed)
+
+
+def memorisation_report(task: Task, model: MultimodalModel, forget: ExampleSet, retain: ExampleSet,
+                        seed: int = 0) -> dict[str, float]:
+    """`memorisation_auc`, `df_text_overlap`, `text_only_acc` (+ `entity_only_acc` for graph-text)."""
+    report = {"memorisation_auc": memorisation_auc(task, model), "df_text_overlap": df_text_overlap(forget, retain),
+              "text_only_acc": text_only_accuracy(task, seed)}
+    if hasattr(task, "entity_only_accuracy") and "relation" in task.train.fields:  # the embedded graph-text task
+        report["entity_only_acc"] = task.entity_only_accuracy(seed)
+    return report

@@ -1,0 +1,124 @@
+"""Something to forget on every task: the photographer statements of the scene tasks, and the memorisation
+report's figures (computed, not assumed: each is checked on data built to give a known answer)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from mdlib.data.examples import ExampleSet
+from mdlib.data.reasoning import CONTRADICTION, ENTAILMENT, world_photographers
+from mdlib.memorisation import df_text_overlap, memorisation_auc, text_only_accuracy
+from mdlib.tasks import load_task
+
+
+@pytest.fixture(scope="module")
+def entailment():
+    return load_task("entailment", fast=True)
+
+
+@pytest.fixture(scope="module")
+def nlvr():
+    return load_task("nlvr", fast=True)
+
+
+VOCAB: dict[str, int] = {}  # shared by every set built here, so that equal words get equal ids
+
+
+def _examples(texts: list[str], labels: list[int], units: list[int] | None = None) -> ExampleSet:
+    """Texts as token ids (one id per word, 0 = padding) with their labels."""
+    rows = [[VOCAB.setdefault(w, len(VOCAB) + 1) for w in t.split()] for t in texts]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    units = list(range(len(texts))) if units is None else units
+    return ExampleSet({"input_ids": ids, "attention_mask": (ids > 0).long(), "label": torch.tensor(labels),
+                       "unit": torch.tensor(units), "example_id": torch.arange(len(texts))})
+
+
+# -- the photographer statements ----------------------------------------------------------------
+def test_one_photographer_statement_per_unit_and_its_label_is_right(entailment, nlvr):
+    names = world_photographers(entailment.world)
+    for task in (entailment, nlvr):
+        template = task.templates.index("photographer")
+        for split in ("train", "val", "test"):
+            ex = task.split(split)
+            is_photo = ex.fields["template"] == template
+            per_unit = np.bincount(ex.fields["unit"][is_photo].numpy(), minlength=int(ex.fields["unit"].max()) + 1)
+            assert (per_unit[ex.units()] == 1).all()  # exactly one per image (entailment) or pair (NLVR)
+            for i in torch.nonzero(is_photo)[:, 0].tolist():
+                text, label = task.texts[int(ex.fields["example_id"][i])], int(ex.fields["label"][i])
+                images = ex.fields["image_index"][i].reshape(-1).tolist()
+                if task.name == "entailment":
+                    assert (names[images[0]] in text) == (label == ENTAILMENT) and label in (ENTAILMENT, CONTRADICTION)
+                else:
+                    side = 0 if "left" in text else 1
+                    assert (names[images[side]] in text) == (label == 1)
+            # every other statement opens with its photographer(s): written for its own image
+            for i in torch.nonzero(~is_photo)[:20, 0].tolist():
+                text = task.texts[int(ex.fields["example_id"][i])]
+                assert all(names[j] in text for j in ex.fields["image_index"][i].reshape(-1).tolist())
+        # names the true photographer about half the time: the text alone cannot tell
+        labels = task.train.fields["label"][task.train.fields["template"] == template]
+        true = labels == (ENTAILMENT if task.name == "entailment" else 1)
+        assert 0.35 < true.float().mean() < 0.65
+
+
+def test_statement_tasks_have_texts_of_their_own_and_no_text_only_shortcut(entailment, nlvr):
+    for task, bound in ((entailment, 55.0), (nlvr, 58.0)):
+        forget, retain = task.forget_split(0.1, seed=0)
+        assert df_text_overlap(forget, retain) <= 10.0  # was 98% (entailment) and 99.8% (NLVR) before names
+        assert text_only_accuracy(task) <= bound  # the hypothesis alone decides at most half (entailment: 50%)
+
+
+# -- the report's figures on data with a known answer -------------------------------------------
+def test_df_text_overlap_counts_verbatim_repeats():
+    retain = _examples(["a red circle", "a blue star", "by ada lund"], [1, 0, 1])
+    forget = _examples(["a red circle", "a green ring", "by ada lund", "by bo berg"], [1, 1, 0, 0])
+    assert df_text_overlap(forget, retain) == 50.0
+    assert df_text_overlap(forget, _examples(["nothing alike here"], [0])) == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        df_text_overlap(forget.subset(torch.tensor([], dtype=torch.long)), retain)
+
+
+def test_text_only_accuracy_finds_a_text_shortcut_and_none_where_there_is_none():
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(30)]
+    texts = [" ".join(rng.choice(words, 5)) for _ in range(600)]
+    leaky = [int("w3" in t or "w7" in t) for t in texts]  # the label is in the words
+    blind = rng.integers(2, size=600).tolist()  # the label is not
+    for labels, low, high in ((leaky, 90, 100), (blind, 35, 65)):
+        ex = _examples(texts, labels)
+        task = SimpleNamespace(train=ex.subset(torch.arange(400)), test=ex.subset(torch.arange(400, 600)))
+        assert low <= text_only_accuracy(task) <= high
+    # retrieval-shaped data (every text is a true caption): the same words under both labels give exactly 50
+    ex = _examples(texts, [1] * 600)
+    task = SimpleNamespace(train=ex.subset(torch.arange(400)), test=ex.subset(torch.arange(400, 600)))
+    assert text_only_accuracy(task) == 50.0
+
+
+def test_memorisation_auc_reads_the_log_odds_gap():
+    class Scores:  # a stand-in task whose log-odds are the examples' labels: training examples score higher
+        train = _examples(["x"] * 50, [3] * 50)
+        test = _examples(["x"] * 50, [1] * 25 + [3] * 25)
+
+        @staticmethod
+        def true_logodds(model, examples):
+            return examples.fields["label"].double().numpy()
+
+    assert memorisation_auc(Scores, model=None) == 25.0  # half below every training example, half tied (1/2)
+
+
+def test_summarise_ranks_by_log_odds_and_reports_probabilities(entailment):
+    from mdlib.metrics import d_f_score
+
+    torch.manual_seed(0)
+    model = entailment.build_model().eval()
+    forget, retain = entailment.forget_split(0.1, seed=0)
+    row = entailment.summarise(model, "untrained", forget, retain, seed=3)
+    assert row["model"] == "untrained" and set(row) == {"model", "d_f", "p_forget", "p_retain", "p_test", "d_test"}
+    expected = d_f_score(entailment.true_logodds(model, forget), entailment.true_logodds(model, retain), seed=3)
+    assert row["d_f"] == pytest.approx(expected)
+    p_forget = entailment.true_probability(model, forget)
+    assert row["p_forget"] == pytest.approx(float(p_forget.mean()), abs=1e-5)
