@@ -89,6 +89,9 @@ class StubTask:
 
         return ModelConfig(**TINY)
 
+    def data_signature(self):
+        return "stub-examples"
+
 
 def planted_checkpoint(meta_of: Callable[[dict], dict | None]) -> Callable[[], object]:
     """Save a tiny untrained model where the stub task's original model belongs, with `meta_of(identity)`."""
@@ -139,7 +142,8 @@ def _df_size(e):
 
 
 def _graph_text_df_size(e):
-    return plan_args("--notebooks", "10", "-p", "df_size", "350")
+    # 100 fits the fast scene world (400 images) but not graph-text's 80 training blocks
+    return plan_args("--notebooks", "10", "-p", "df_size", "100")
 
 
 def _nlvr_df_size(e):
@@ -272,7 +276,7 @@ CASES = [
     # the batch runner: refused while planning, so --dry-run fails too
     ("runner: unknown method", _methods, PlanError, r"unknown method\(s\) nosuch; choose from: all, "),
     ("runner: df_size above the fast world", _df_size, PlanError, r"400 training units.*choose a size below 400"),
-    ("runner: df_size above graph-text's relations", _graph_text_df_size, PlanError, r"graph-text.*below 320"),
+    ("runner: df_size above graph-text's blocks", _graph_text_df_size, PlanError, r"graph-text.*80 training units.*below 80"),
     ("runner: df_size of every NLVR pair", _nlvr_df_size, PlanError, r"nlvr.*200 training units.*below 200"),
     ("runner: unknown sweep method", _sweep_methods, PlanError, r"sweep_methods: unknown method\(s\) typo; choose"),
     ("runner: odd n_reference", _n_reference, PlanError, r"n_reference=3 .*even int.*-p n_reference 4"),

@@ -307,3 +307,14 @@ def test_accuracy_by_template(entailment):
     assert set(acc) <= set(ENTAILMENT_TEMPLATES) and all(0 <= v <= 100 for v in acc.values())
     rows = entailment.examples_table("train", n=3)
     assert len(rows) == 3 and rows[0]["label"] in entailment.class_names
+
+
+def test_data_signature_follows_the_examples(entailment):
+    """Part of a checkpoint's identity: the same data gives the same signature, other examples another one."""
+    import copy
+
+    assert load_task("entailment", fast=True).data_signature() == entailment.data_signature()
+    changed = copy.copy(entailment)
+    changed.test = entailment.test.subset(torch.arange(len(entailment.test)))
+    changed.test.fields = dict(changed.test.fields, label=changed.test.fields["label"].roll(1))
+    assert changed.data_signature() != entailment.data_signature()
