@@ -30,11 +30,6 @@ class NLVRTask(StatementTask):
     class_names = NLVR_LABELS
     templates = NLVR_TEMPLATES
 
-    def train_overrides(self, fast: bool) -> dict:
-        """Full mode: every statement in every epoch, 30 epochs. With 15 (entailment's recipe) the model had only
-        learnt the presence statements ("both", "side"): test accuracy 61.0, below its own Retrain's 65.2."""
-        return super().train_overrides(fast) | ({} if fast else {"epochs": 30, "eval_every": 5})
-
     @classmethod
     def build(cls, world: SceneWorld, model_defaults: dict, tokenizer_path, per_pair: int = 8,
               grammar: str | Grammar = "simple") -> "NLVRTask":
