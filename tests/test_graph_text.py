@@ -100,6 +100,21 @@ def test_entity_labels_balance_in_every_split_and_after_a_deletion(task):
     assert task.entity_only_accuracy() == pytest.approx(50.0, abs=10)
 
 
+def test_a_broken_block_is_refused(tmp_path):
+    from mdlib.data.hpo import sha256
+
+    for f in (*EXTRACT_FILES, "metadata.json"):
+        shutil.copy(default_extract_dir() / f, tmp_path / f)
+    lines = (tmp_path / "relations.tsv").read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace("\t0\t", "\t1\t", 1) if "\t0\t" in lines[1] else lines[1].replace("\t1\t", "\t0\t", 1)
+    (tmp_path / "relations.tsv").write_text("".join(lines))
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    meta["sha256"]["relations.tsv"] = sha256(tmp_path / "relations.tsv")  # a consistent, but wrong, extract
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="block .* is not two positives"):
+        load_extract(tmp_path)
+
+
 def test_negatives_are_unknown_even_through_descendant_terms(extract):
     s = SubgraphSampler(extract)
     for g, p, y in extract.relations.tolist():

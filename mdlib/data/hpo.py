@@ -181,8 +181,8 @@ def _check_extract(x: HpoExtract) -> None:
     for b in np.unique(x.blocks):
         rel = x.relations[x.blocks == b]
         pos, neg = rel[rel[:, 2] == 1, :2], rel[rel[:, 2] == 0, :2]
-        swapped = {(pos[0, 0], pos[1, 1]), (pos[1, 0], pos[0, 1])} if len(pos) == 2 else set()
-        if len(rel) != 4 or len(pos) != 2 or {tuple(r) for r in neg.tolist()} != {tuple(map(int, p)) for p in swapped}:
+        swaps = {(int(pos[0, 0]), int(pos[1, 1])), (int(pos[1, 0]), int(pos[0, 1]))} if len(pos) == 2 else set()
+        if len(rel) != 4 or len(pos) != 2 or {tuple(r) for r in neg.tolist()} != swaps:
             raise ValueError(f"relations.tsv block {b} is not two positives and the two pairs made by swapping them")
 
 
@@ -572,12 +572,19 @@ def _block_negatives(positives: list[tuple], known, rng: np.random.Generator, ro
                 return True
         return False
 
-    def count(block, step: int) -> None:
-        for pair in swapped(block):
-            used[pair] += step
+    def exchange(k: int, j: int) -> None:
+        """Blocks k and j trade their second positives (and the counts of the negatives follow)."""
+        for block in (partners[k], partners[j]):
+            for pair in swapped(block):
+                used[pair] -= 1
+        partners[k][1], partners[j][1] = partners[j][1], partners[k][1]
+        for block in (partners[k], partners[j]):
+            for pair in swapped(block):
+                used[pair] += 1
 
     for block in partners:
-        count(block, 1)
+        for pair in swapped(block):
+            used[pair] += 1
     for _ in range(rounds):
         invalid = [k for k, block in enumerate(partners) if bad(block)]
         if not invalid:
@@ -589,13 +596,9 @@ def _block_negatives(positives: list[tuple], known, rng: np.random.Generator, ro
                     break
                 if j == k:
                     continue
-                count(partners[k], -1), count(partners[j], -1)
-                partners[k][1], partners[j][1] = partners[j][1], partners[k][1]
-                count(partners[k], 1), count(partners[j], 1)
+                exchange(k, j)
                 if bad(partners[k]) or bad(partners[j]):
-                    count(partners[k], -1), count(partners[j], -1)
-                    partners[k][1], partners[j][1] = partners[j][1], partners[k][1]
-                    count(partners[k], 1), count(partners[j], 1)
+                    exchange(k, j)  # undo
     left = sum(bad(block) for block in partners)
     raise RuntimeError(f"could not pair the positives into valid blocks ({left} blocks stay invalid); "
                        "use fewer positives or more genes")
