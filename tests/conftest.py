@@ -1,4 +1,4 @@
-"""Shared fixtures: a small world and a briefly trained model on the fast retrieval task.
+"""Shared fixtures: the fast retrieval, entailment and NLVR tasks, and a briefly trained fast retrieval model.
 
 Tests never touch the user's data folder: MDLIB_DATA points at a temporary folder unless the
 test command set it already.
@@ -21,6 +21,22 @@ def fast_task():
     from mdlib.tasks import load_task
 
     return load_task("retrieval", fast=True)
+
+
+@pytest.fixture(scope="session")
+def entailment():
+    """The fast-mode entailment task (shared: tests must not change it)."""
+    from mdlib.tasks import load_task
+
+    return load_task("entailment", fast=True)
+
+
+@pytest.fixture(scope="session")
+def nlvr():
+    """The fast-mode NLVR task (shared: tests must not change it)."""
+    from mdlib.tasks import load_task
+
+    return load_task("nlvr", fast=True)
 
 
 @pytest.fixture(scope="session")

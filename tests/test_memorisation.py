@@ -11,17 +11,6 @@ import torch
 from mdlib.data.examples import ExampleSet
 from mdlib.data.reasoning import CONTRADICTION, ENTAILMENT, world_photographers
 from mdlib.memorisation import df_text_overlap, memorisation_auc, text_only_accuracy
-from mdlib.tasks import load_task
-
-
-@pytest.fixture(scope="module")
-def entailment():
-    return load_task("entailment", fast=True)
-
-
-@pytest.fixture(scope="module")
-def nlvr():
-    return load_task("nlvr", fast=True)
 
 
 VOCAB: dict[str, int] = {}  # shared by every set built here, so that equal words get equal ids

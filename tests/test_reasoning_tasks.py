@@ -203,16 +203,6 @@ def test_stale_tokenizer_cache_is_retrained(tmp_path):
 # The tasks on the embedded world (fast mode)
 # --------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def entailment():
-    return load_task("entailment", fast=True)
-
-
-@pytest.fixture(scope="module")
-def nlvr():
-    return load_task("nlvr", fast=True)
-
-
 def test_task_shapes_and_balance(entailment, nlvr):
     for task, n_images, n_classes in ((entailment, 1, 3), (nlvr, 2, 2)):
         assert task.n_images == n_images and task.n_classes == n_classes == len(task.class_names)
