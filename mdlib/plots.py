@@ -20,7 +20,7 @@ from .pipeline.results import method_order
 
 __all__ = ["as_images", "method_colors", "example_grid", "training_curves", "retrieval_examples",
            "match_confusion", "probability_histograms", "metric_curves", "method_bars", "roc_curves",
-           "time_vs_size", "graph_example"]
+           "time_vs_size", "graph_example", "tradeoff"]
 
 _BASE_COLORS = {"original": "#7f7f7f", "retrain": "#000000", "finetune": "#1f77b4", "neggrad": "#ff7f0e",
                 "dtd": "#2ca02c", "l-codec": "#9467bd", "erm-ktp": "#8c564b", "ul": "#e377c2",
@@ -287,6 +287,35 @@ def method_bars(df: pd.DataFrame, metric: str, reference: str | float | None = "
     if len(others):
         title += f"; lowest {others.idxmin()} {others.min():.1f}, highest {others.idxmax()} {others.max():.1f}"
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff(tuning: pd.DataFrame, title: str = "") -> Figure:
+    """Forgetting against utility for every grid point of every method (the protocol's tuning runs).
+
+    tuning: `protocol.Table1.tuning` (columns method, test_dist_retrain, test_d_test, chosen). x = D_f score
+    minus Retrain's (0 = forgets as much as retraining), y = D_test; small dots are grid points, the
+    chosen setting of each method is ringed, the original and Retrain are the reference stars.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    order = method_order(tuning["method"])
+    colors = method_colors(order)
+    ax.axvline(0, color="0.6", lw=0.8, ls=":")
+    for m in order:
+        rows = tuning[tuning["method"] == m]
+        x, y = rows["test_dist_retrain"].to_numpy(float), rows["test_d_test"].to_numpy(float)
+        if m in ("original", "retrain"):
+            ax.scatter(x, y, marker="*", s=180, color=colors[m], edgecolor="white", zorder=4, label=m)
+            continue
+        ax.scatter(x, y, s=22, color=colors[m], alpha=0.8, label=m, zorder=2)
+        chosen = rows["chosen"].to_numpy(bool) if "chosen" in rows else np.zeros(len(rows), bool)
+        ax.scatter(x[chosen], y[chosen], s=110, facecolor="none", edgecolor=colors[m], lw=1.8, zorder=3)
+    ax.set_xlabel("D_f score minus Retrain's (0 = forgets like Retrain)")
+    ax.set_ylabel("D_test")
+    ax.set_title(title or "every grid point (dots), the chosen setting (rings), original and Retrain (stars)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), ncol=1)
     fig.tight_layout()
     return fig
 

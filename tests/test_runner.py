@@ -164,3 +164,14 @@ def test_paper_tables():
     assert set(results.paper_table("ablation").method) >= {"multidelete-no-md", "multidelete-no-mkr"}
     with pytest.raises(ValueError, match="table1"):
         results.paper_table("table2")
+
+
+def test_a_notebook_that_declares_seeds_runs_once_per_task_with_every_seed(nbdir):
+    nb = nbformat.read(FIXTURE, as_version=4)
+    nb.cells[1].source = 'fast = None\nseeds = "0"\ntask = "retrieval"\noutput_dir = ""'
+    nbformat.write(nb, nbdir / "03_seeds.ipynb")
+    p = plan(nbdir, "--notebooks", "03", "--mode", "fast", "--tasks", "retrieval,nlvr", "--seeds", "0,1,2")
+    assert [j.output.name for j in p.jobs] == ["03_seeds__retrieval.ipynb", "03_seeds__nlvr.ipynb"]
+    assert {j.parameters["seeds"] for j in p.jobs} == {"0,1,2"}
+    with pytest.raises(Exception, match="--seeds"):
+        plan(nbdir, "--notebooks", "03", "-p", "seeds", "0,1")

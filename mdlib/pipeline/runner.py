@@ -6,7 +6,8 @@
 
 A notebook receives only the parameters its `parameters` cell declares: `fast` (from --mode),
 `seed`, `task`, `output_dir` (the run folder), `device` and any `-p KEY VALUE`. One that
-declares `task` runs once per task, one that declares `seed` once per seed. Executed copies go
+declares `task` runs once per task, one that declares `seed` once per seed; one that declares
+`seeds` runs once and receives them all ("0,1,2": notebook 06 runs the Table 1 protocol over them). Executed copies go
 to `runs/<name>/notebooks/`, metrics to `runs/<name>/metrics/`, the long table to
 `runs/<name>/results.csv` and the wall times to `runs/<name>/timings.json`.
 
@@ -39,7 +40,7 @@ from .executors import parse_executor, require_dask, run_dask, run_job
 from .notebook import check_params
 from .results import runs_dir, write_results
 
-RESERVED = {"fast": "--mode", "seed": "--seeds", "task": "--tasks", "output_dir": "--name"}
+RESERVED = {"fast": "--mode", "seed": "--seeds", "seeds": "--seeds", "task": "--tasks", "output_dir": "--name"}
 RUNNER_SET = (*RESERVED, "device")  # values the runner checks itself
 LOCK_NAME = ".mdlib-run.lock"
 RUN_FILES = ("timings.json", "results.csv")
@@ -47,9 +48,10 @@ RUN_FOLDERS = ("notebooks", "metrics", "figures")
 
 # Rough wall time (seconds) per execution on 2 CPU cores, by notebook number: (fast, full).
 # Used when no earlier run left a timings.json. Full mode: notebook 01 trains f and Retrain (about 7 minutes
-# each, measured); the others are the previous release's figures scaled by the same training speed-up (0.72).
+# each, measured); 06 runs the Table 1 protocol (every method's grid, then every seed; fast mode measured at 220 s);
+# the others are the previous release's figures scaled by the same training speed-up (0.72).
 ESTIMATES = {"00": (20, 60), "01": (60, 870), "02": (30, 220), "03": (30, 220), "04": (60, 430),
-             "05": (60, 650), "06": (150, 1300), "07": (60, 650), "08": (150, 2600), "09": (60, 650),
+             "05": (60, 650), "06": (240, 5400), "07": (60, 650), "08": (150, 2600), "09": (60, 650),
              "10": (60, 650), "11": (10, 10)}
 DEFAULT_ESTIMATE = (60, 600)
 
@@ -255,6 +257,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                     params["task"] = task
                 if seed is not None:
                     params["seed"] = seed
+                if "seeds" in d:  # a notebook that runs every seed itself (06: the Table 1 protocol)
+                    params["seeds"] = ",".join(map(str, seeds))
                 suffix = (f"__{task}" if task else "") + (f"__seed{seed}" if seed is not None else "")
                 job = Job(nb, run_dir / "notebooks" / f"{nb.stem}{suffix}.ipynb", params, task, seed)
                 job.estimate = _estimate(job, args.mode, previous)

@@ -1,0 +1,163 @@
+"""The tuning/evaluation protocol of Table 1 and the claims module that reads its numbers."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mdlib import claims, plots
+from mdlib.methods import available, get_method
+from mdlib.pipeline import protocol
+
+
+# -- requests and grids ----------------------------------------------------------------------------------
+def test_tuning_request_is_disjoint_from_every_reserved_evaluation_request(fast_task):
+    tune_f, tune_r = protocol.tuning_request(fast_task, 0.05)
+    assert np.intersect1d(tune_f.units(), tune_r.units()).size == 0
+    for seed in range(protocol.RESERVED_SEEDS):
+        eval_f, _ = protocol.evaluation_request(fast_task, 0.05, seed)
+        assert len(eval_f.units()) == len(tune_f.units())  # the same size
+        assert np.intersect1d(eval_f.units(), tune_f.units()).size == 0
+    again, _ = protocol.tuning_request(fast_task, 0.05)
+    assert again.units().tolist() == tune_f.units().tolist()  # drawn once per task, the same every time
+
+
+def test_a_forget_set_too_large_for_a_separate_tuning_request_is_refused(fast_task):
+    with pytest.raises(ValueError, match="too large for a tuning request"):
+        protocol.tuning_request(fast_task, 0.45)
+
+
+def test_every_method_gets_the_same_number_of_distinct_valid_settings():
+    methods = [m for m in available() if not m.startswith("retrain")]
+    assert set(m.removesuffix("-f") for m in methods) == set(protocol.GRIDS)
+    for m in methods:
+        settings = protocol.grid(m)
+        assert len(settings) == protocol.GRID_POINTS, m
+        assert len({json.dumps(s, sort_keys=True) for s in settings}) == protocol.GRID_POINTS, m
+        for s in settings:
+            method = get_method(m, **s)  # no task: the protocol never applies a task's hand-tuned defaults
+            assert getattr(method.config, "select", "last") == "last", m  # the final model is reported
+    # a "-F" variant scales its own default learning rate
+    assert protocol.grid("multidelete-f")[0]["lr"] == get_method("multidelete-f").config.lr
+    with pytest.raises(ValueError, match="no grid"):
+        protocol.grid("retrain")
+
+
+# -- the protocol on the fast retrieval model ----------------------------------------------------------
+@pytest.fixture
+def stand_in_retrain(monkeypatch):
+    """Retrain replaced by a noisy copy of the original (cheap): the protocol's mechanics do not depend on
+    what Retrain is, and a test can swap in another one to show that the choice never reads it."""
+    noise = {"scale": 0.02}
+
+    def fake(task, retain, seed=0, *, fast=False, device="auto", progress=True, **_):
+        from mdlib.pipeline.original import original_model
+
+        model, _ = original_model(task, 0, fast=True, progress=False)
+        other = copy.deepcopy(model)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in other.parameters():
+                p.add_(noise["scale"] * torch.randn(p.shape, generator=g))
+        return other.eval(), {"seconds": 100.0}
+
+    monkeypatch.setattr(protocol, "retrained_model", fake)
+    return noise
+
+
+def test_the_protocol_reports_each_methods_own_final_model_and_caches_its_runs(
+        fast_task, trained_fast_model, stand_in_retrain, tmp_path, monkeypatch):
+    cache = protocol.RunCache(tmp_path / "runs")
+    table = protocol.run(fast_task, ["neggrad-f"], seeds=[0], size=0.05, fast=True, cache=cache, attack=False,
+                         progress=False)
+    tuning = table.tuning[table.tuning["method"] == "neggrad-f"]
+    assert len(tuning) == protocol.GRID_POINTS and tuning["chosen"].sum() == 1
+    assert tuning.loc[tuning["chosen"], "selection"].item() == tuning["selection"].max()
+    # the selection rule: validation utility minus the two-sided gap between D_f and never-seen data
+    np.testing.assert_allclose(tuning["selection"], tuning["val_utility"] - (tuning["d_f"] - tuning["d_val"]).abs())
+    row = table.evaluation.set_index("method").loc["neggrad-f"]
+    assert row["changed"] == 1.0  # the method's output, never the original's weights
+    assert json.loads(row["setting"]) == table.chosen["neggrad-f"]
+    original = table.evaluation.set_index("method").loc["original"]
+    assert row["d_f"] != original["d_f"]
+    assert set(table.evaluation["method"]) == {"original", "retrain", "neggrad-f"}
+    assert (table.noise_floor["retrain_noise_floor"] >= 0).all()
+
+    calls = []
+    real_run_once = protocol._run_once
+    monkeypatch.setattr(protocol, "_run_once", lambda *a, **k: calls.append(a[1]) or real_run_once(*a, **k))
+    again = protocol.run(fast_task, ["neggrad-f"], seeds=[0], size=0.05, fast=True, cache=cache, attack=False,
+                         progress=False)
+    assert calls == []  # every run came from the cache
+    pd.testing.assert_frame_equal(again.evaluation, table.evaluation)
+
+    # the choice never reads Retrain: another Retrain changes the scores against it, not the chosen setting
+    stand_in_retrain["scale"] = 0.05
+    other = protocol.run(fast_task, ["neggrad-f"], seeds=[0], size=0.05, fast=True,
+                         cache=protocol.RunCache(tmp_path / "other"), attack=False, progress=False)
+    assert other.chosen == table.chosen
+    assert not np.isclose(other.evaluation.set_index("method").loc["neggrad-f", "dist_retrain"],
+                          row["dist_retrain"])
+
+
+def test_bad_protocol_arguments_are_refused_before_any_work(fast_task, tmp_path, monkeypatch):
+    monkeypatch.setattr(protocol, "original_model", lambda *a, **k: pytest.fail("no work may start"))
+    with pytest.raises(ValueError, match="unknown method|no grid"):
+        protocol.run(fast_task, ["multidelet"], seeds=[0], cache=protocol.RunCache(tmp_path))
+    with pytest.raises(ValueError, match="seeds 0 to"):
+        protocol.run(fast_task, ["multidelete"], seeds=[7], cache=protocol.RunCache(tmp_path))
+
+
+def test_erm_ktp_is_not_run_on_graphs_and_says_so():
+    from types import SimpleNamespace
+
+    assert not protocol.applicable("erm-ktp", SimpleNamespace(variable_image_tokens=True))
+    assert protocol.applicable("multidelete", SimpleNamespace(variable_image_tokens=True))
+
+
+def test_tradeoff_figure_marks_every_grid_point_and_the_chosen_one():
+    tuning = pd.DataFrame({"method": ["original", "retrain"] + ["neggrad"] * 4 + ["multidelete"] * 4,
+                           "test_dist_retrain": [10, 0, 1, 2, 3, 4, -1, -2, 0.5, 5],
+                           "test_d_test": [60, 59, 58, 57, 50, 40, 59, 58, 57, 30],
+                           "chosen": [False, False, True, False, False, False, False, True, False, False]})
+    fig = plots.tradeoff(tuning)
+    ax = fig.axes[0]
+    points = sum(len(c.get_offsets()) for c in ax.collections)
+    assert points == 10 + 2  # every run once, plus a ring on each chosen setting
+
+
+# -- claims ---------------------------------------------------------------------------------------------
+def _results(values: dict[tuple[str, str], list[float]], notebook="06_baselines", task="retrieval") -> pd.DataFrame:
+    rows = []
+    for (method, metric), vs in values.items():
+        for seed, v in enumerate(vs):
+            rows.append(dict(notebook=notebook, task=task, method=method, seed=seed, df_size=10, metric=metric,
+                             value=v))
+    return pd.DataFrame(rows)
+
+
+def test_a_claim_holds_fails_or_sits_within_noise():
+    clear = _results({("multidelete", "d_f"): [30, 31, 29], ("neggrad", "d_f"): [45, 46, 44]})
+    noisy = _results({("multidelete", "d_f"): [30, 40, 35], ("neggrad", "d_f"): [36, 41, 31]})
+    wrong = _results({("multidelete", "d_f"): [45, 46, 44], ("neggrad", "d_f"): [30, 31, 29]})
+    verdict = {name: claims.decide(df, only="table1_d_f")["verdict"].item()
+               for name, df in (("clear", clear), ("noisy", noisy), ("wrong", wrong))}
+    assert verdict == {"clear": "holds", "noisy": "within noise", "wrong": "does not hold"}
+
+
+def test_collapsed_baselines_are_not_ranked_on_the_mi_ratio():
+    df = _results({("multidelete", "mi_ratio"): [1.5, 1.6, 1.4], ("dtd", "mi_ratio"): [50, 60, 70],
+                   ("dtd", "collapsed"): [1, 1, 1], ("neggrad", "mi_ratio"): [1.0, 1.1, 0.9],
+                   ("neggrad", "collapsed"): [0, 0, 0]})
+    row = claims.decide(df, only="table3_mi_ratio").iloc[0]
+    assert row["verdict"] == "holds" and "collapsed, not ranked: dtd" in row["evidence"]
+
+
+def test_claims_without_numbers_are_not_measured():
+    out = claims.decide(_results({("multidelete", "d_f"): [30]}))
+    assert (out.loc[out["id"] == "ablation_md", "verdict"] == "not measured").all()
+    assert out.loc[out["id"] == "table1_d_f", "verdict"].item() == "not measured"  # no baseline
