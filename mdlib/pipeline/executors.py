@@ -72,7 +72,12 @@ def run_job(job, kernel: str, timeout: int | None, progress: bool = False, threa
         error = execute(job, kernel, timeout, progress)
     except KeyboardInterrupt:
         error = "interrupted"
-    finished = time.time()
+    return timing_record(job, started, time.time(), error)
+
+
+def timing_record(job, started: float, finished: float, error: str | None) -> dict:
+    """What timings.json keeps of one job: where it ran to, when, and its status ("ok", "failed" with the
+    error in one line, or "interrupted")."""
     record = {"notebook": job.notebook.stem, "task": job.task, "seed": job.seed, "output": str(job.output),
               "seconds": round(finished - started, 2), "started": round(started, 3), "finished": round(finished, 3),
               "status": "interrupted" if error == "interrupted" else "failed" if error else "ok"}
@@ -135,11 +140,7 @@ def run_dask(jobs: list, done: Callable[[object, dict], bool], *, address: str, 
                 try:
                     record = future.result()
                 except Exception as e:  # the worker died, or the job could not reach one
-                    now = time.time()
-                    record = {"notebook": job.notebook.stem, "task": job.task, "seed": job.seed,
-                              "output": str(job.output), "seconds": round(now - submitted, 2),
-                              "started": round(submitted, 3), "finished": round(now, 3), "status": "failed",
-                              "error": f"{type(e).__name__}: {e}"}
+                    record = timing_record(job, submitted, time.time(), f"{type(e).__name__}: {e}")
                 if not done(job, record) or record["status"] != "ok":
                     status = 1
                     if job.notebook.name.startswith(TRAINS_CHECKPOINTS):

@@ -74,7 +74,8 @@ class Task:
         return {}
 
     # Changes to unlearning methods' default settings on this task, by method name (none by default);
-    # `get_method(name, task)` and `unlearn` apply them under the caller's own settings.
+    # `get_method(name, task)` and `unlearn` apply them under the caller's own settings. The Table 1
+    # protocol (`pipeline.protocol`) does not: there every method starts from its source's settings.
     METHOD_OVERRIDES: dict[str, dict] = {}
 
     def method_overrides(self, method: str) -> dict:
