@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .metrics import mean_interval
+
 __all__ = ["CLAIMS", "decide", "interval"]
 
 SCRUBBING = ("dtd", "dtd-f", "l-codec", "l-codec-f")
@@ -28,14 +30,7 @@ REFERENCES = ("original", "retrain")
 
 def interval(values) -> tuple[float, float]:
     """(mean, half-width of the 95% interval, t distribution over seeds; nan for one value)."""
-    from scipy.stats import t as student
-
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return math.nan, math.nan
-    if v.size == 1:
-        return float(v[0]), math.nan
-    return float(v.mean()), float(student.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return mean_interval(values)
 
 
 def _fmt(values) -> str:

@@ -1,10 +1,12 @@
 """Task metrics and the D_f score, as pure functions of tensors (no model inside)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-__all__ = ["recall_at_k", "auc", "d_f_score", "accuracy", "binary_accuracy"]
+__all__ = ["recall_at_k", "auc", "d_f_score", "accuracy", "binary_accuracy", "mean_interval"]
 
 
 def recall_at_k(scores: torch.Tensor, text_to_image: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
@@ -75,3 +77,17 @@ def binary_accuracy(p_positive: torch.Tensor, p_negative: torch.Tensor, threshol
     """Accuracy in % of a balanced match / no-match decision: positives above, negatives below `threshold`."""
     correct = torch.cat([p_positive > threshold, p_negative <= threshold]).float()
     return 100 * correct.mean().item()
+
+
+def mean_interval(values) -> tuple[float, float]:
+    """(mean, half-width of its 95% interval) of per-seed values, from the t distribution; the half-width is nan
+    for a single value, both are nan for none. Non-finite values (an infinite MI ratio) are left out."""
+    from scipy.stats import t as student
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    if v.size == 1:
+        return float(v[0]), math.nan
+    return float(v.mean()), float(student.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))

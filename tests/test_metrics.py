@@ -93,3 +93,13 @@ def test_logodds_order_examples_whose_probabilities_tie_at_one():
     assert d_f_score(z[1:2], z[0:1], n_chunks=1) == 100.0
     assert d_f_score(p[1:2], p[0:1], n_chunks=1) == 50.0
     assert true_logodds(model, task, examples).tolist() == z.tolist()  # the attacks read the same score
+
+
+def test_mean_interval_widens_with_spread_and_leaves_out_infinite_values():
+    from mdlib.metrics import mean_interval
+
+    mean, half = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2 df) x sd / sqrt(n)
+    assert mean_interval([1.0, 2.0, 3.0, np.inf]) == (mean, half)
+    assert mean_interval([5.0])[0] == 5.0 and np.isnan(mean_interval([5.0])[1])
+    assert all(np.isnan(mean_interval([])))

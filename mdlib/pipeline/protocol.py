@@ -40,7 +40,6 @@ fit it in full mode.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -57,7 +56,7 @@ from ..attacks import MembershipClassifier, forget_quality, mi_ratio, sample_uni
 from ..data.examples import ExampleSet
 from ..data.forget import forget_count, select_forget
 from ..methods import available, get_method
-from ..metrics import d_f_score
+from ..metrics import d_f_score, mean_interval
 from ..models import MultimodalModel
 from ..tasks.base import Task
 from ..utils import config_hash, data_dir, progress_bar, write_json
@@ -295,33 +294,27 @@ class Table1:
 
     def summary(self) -> pd.DataFrame:
         """Mean and 95% interval (t distribution over seeds) of every metric, one row per method."""
-        from scipy.stats import t as student
-
         rows = []
         for method, group in self.evaluation.groupby("method", sort=False):
             row = {"method": method, "seeds": len(group)}
             for metric in self.METRICS:
-                if metric not in group:
-                    continue
-                v = group[metric].astype(float).replace([np.inf, -np.inf], np.nan).dropna()
-                row[metric] = v.mean() if len(v) else math.nan
-                half = student.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else math.nan
-                row[metric + " ±"] = half
+                if metric in group:
+                    row[metric], row[metric + " ±"] = mean_interval(group[metric].astype(float))
             rows.append(row)
         return pd.DataFrame(rows).set_index("method")
 
-    def records(self, notebook_task: str | None = None) -> list[dict]:
+    def records(self) -> list[dict]:
         """Long rows (task, method, seed, df_size, metric, value) for `Session.record`."""
         out = []
         for _, r in self.evaluation.iterrows():
             for metric in self.METRICS:
                 if metric in r and r[metric] == r[metric] and math.isfinite(float(r[metric])):
-                    out.append(dict(task=notebook_task or self.task, method=r["method"], seed=int(r["seed"]),
+                    out.append(dict(task=self.task, method=r["method"], seed=int(r["seed"]),
                                     df_size=self.size, metric=metric, value=float(r[metric])))
         for _, r in self.noise_floor.iterrows():
             for metric in ("retrain_noise_floor", "retrain_ks"):
                 if r[metric] == r[metric]:
-                    out.append(dict(task=notebook_task or self.task, method="retrain", seed=int(r["seed"]),
+                    out.append(dict(task=self.task, method="retrain", seed=int(r["seed"]),
                                     df_size=self.size, metric=metric, value=float(r[metric])))
         return out
 
