@@ -9,7 +9,8 @@ A notebook receives only the parameters its `parameters` cell declares: `fast` (
 declares `task` runs once per task, one that declares `seed` once per seed; one that declares
 `seeds` runs once and receives them all ("0,1,2": notebook 06 runs the Table 1 protocol over them). Executed copies go
 to `runs/<name>/notebooks/`, metrics to `runs/<name>/metrics/`, the long table to
-`runs/<name>/results.csv` and the wall times to `runs/<name>/timings.json`.
+`runs/<name>/results.csv`, the wall times to `runs/<name>/timings.json`, and an HTML report of it all
+to `runs/<name>/report/index.html` (`report.py`).
 
 Every parameter value is checked before anything runs (`--dry-run` included), through the checks
 the notebooks themselves make (`notebook.check_params`): method names, forget sizes against the
@@ -500,6 +501,7 @@ def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progre
         total = _fmt(time.perf_counter() - start_all)
         print(f"{'finished with failures' if status else 'finished'} after {total}; results in "
               f"{plan.run_dir / 'results.csv'}", flush=True)
+        _write_report(plan.run_dir)
         return status
     status = 0
     for i, job in enumerate(plan.jobs, 1):
@@ -520,7 +522,21 @@ def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progre
         print(f"  done in {_fmt(seconds)}", flush=True)
     total = _fmt(time.perf_counter() - start_all)
     print(f"{'stopped' if status else 'finished'} after {total}; results in {plan.run_dir / 'results.csv'}", flush=True)
+    _write_report(plan.run_dir)
     return status
+
+
+def _write_report(run_dir: Path) -> None:
+    """The run's HTML report (`report.py`); a failure is a warning, never the run's outcome."""
+    try:
+        from .report import write_report
+
+        index = write_report(run_dir)
+    except Exception as e:  # noqa: BLE001 - the notebooks and results are written whatever the report does
+        print(f"  warning: HTML report not written: {type(e).__name__}: {e}; retry with "
+              f"python -m mdlib.pipeline.report {run_dir}", file=sys.stderr, flush=True)
+        return
+    print(f"report: {index}", flush=True)
 
 
 def _report(job: Job, entry: dict, position: str) -> None:
