@@ -161,3 +161,14 @@ def test_claims_without_numbers_are_not_measured():
     out = claims.decide(_results({("multidelete", "d_f"): [30]}))
     assert (out.loc[out["id"] == "ablation_md", "verdict"] == "not measured").all()
     assert out.loc[out["id"] == "table1_d_f", "verdict"].item() == "not measured"  # no baseline
+
+
+def test_oracle_check_compares_the_choice_with_the_point_closest_to_retrain():
+    tuning = pd.DataFrame({"method": ["original", "retrain"] + ["m"] * 3, "point": [-1, -1, 0, 1, 2],
+                           "setting": ["", "", "a", "b", "c"], "chosen": [False, False, True, False, False],
+                           "test_d_test": [80.0, 80.0, 79.0, 50.0, 78.0],
+                           "test_abs_dist_retrain": [20.0, 0.0, 5.0, 1.0, 3.0]})
+    table = protocol.Table1("retrieval", 10, tuning, pd.DataFrame(), {}, pd.DataFrame())
+    row = table.oracle_check().loc["m"]
+    # "b" is closest but collapsed (D_test 30 points below Retrain's): the oracle takes "c"
+    assert row["oracle"] == "c" and row["chosen"] == "a" and not row["agrees"]

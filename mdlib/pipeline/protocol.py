@@ -303,6 +303,24 @@ class Table1:
             rows.append(row)
         return pd.DataFrame(rows).set_index("method")
 
+    def oracle_check(self) -> pd.DataFrame:
+        """Does the Retrain-free rule pick what Retrain would? Per method, on the tuning request: the chosen
+        setting's |D_f score - Retrain's| and D_test, and the grid point an oracle that sees Retrain would pick
+        (the smallest distance among runs whose D_test stays within COLLAPSE_DROP of Retrain's)."""
+        t = self.tuning
+        retrain_d_test = float(t.loc[t["method"] == "retrain", "test_d_test"].iloc[0])
+        rows = []
+        for method, group in t[t["point"] >= 0].groupby("method", sort=False):
+            kept = group[group["test_d_test"] >= retrain_d_test - COLLAPSE_DROP]
+            chosen = group[group["chosen"]].iloc[0]
+            oracle = kept.loc[kept["test_abs_dist_retrain"].idxmin()] if len(kept) else None
+            rows.append({"method": method, "chosen": chosen["setting"], "chosen_distance": chosen["test_abs_dist_retrain"],
+                         "chosen_d_test": chosen["test_d_test"],
+                         "oracle": None if oracle is None else oracle["setting"],
+                         "oracle_distance": math.nan if oracle is None else oracle["test_abs_dist_retrain"],
+                         "agrees": oracle is not None and oracle["setting"] == chosen["setting"]})
+        return pd.DataFrame(rows).set_index("method")
+
     def records(self) -> list[dict]:
         """Long rows (task, method, seed, df_size, metric, value) for `Session.record`."""
         out = []
