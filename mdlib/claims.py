@@ -22,19 +22,14 @@ import pandas as pd
 
 from .metrics import mean_interval
 
-__all__ = ["CLAIMS", "decide", "interval"]
+__all__ = ["CLAIMS", "decide"]
 
 SCRUBBING = ("dtd", "dtd-f", "l-codec", "l-codec-f")
 REFERENCES = ("original", "retrain")
 
 
-def interval(values) -> tuple[float, float]:
-    """(mean, half-width of the 95% interval, t distribution over seeds; nan for one value)."""
-    return mean_interval(values)
-
-
 def _fmt(values) -> str:
-    m, h = interval(values)
+    m, h = mean_interval(values)
     return f"{m:.1f}" if math.isnan(h) else f"{m:.1f} ± {h:.1f}"
 
 
@@ -52,12 +47,12 @@ class _Table:
         return sorted(self.rows.loc[self.rows["metric"] == metric, "method"].unique())
 
     def mean(self, method: str, metric: str) -> float:
-        return interval(self.values(method, metric))[0]
+        return mean_interval(self.values(method, metric))[0]
 
 
 def _order(lower: np.ndarray, higher: np.ndarray) -> str:
     """Does `lower` sit below `higher`? Clear, within noise (intervals overlap) or the other way."""
-    (ml, hl), (mh, hh) = interval(lower), interval(higher)
+    (ml, hl), (mh, hh) = mean_interval(lower), mean_interval(higher)
     if math.isnan(ml) or math.isnan(mh):
         return "not measured"
     if not (math.isnan(hl) or math.isnan(hh)) and ml + hl >= mh - hh and ml < mh:
@@ -90,7 +85,7 @@ def _table1_d_test(t: _Table):
     md, re = t.values("multidelete", "d_test"), t.values("retrain", "d_test")
     if not md.size or not re.size:
         return "not measured", "needs MultiDelete and Retrain"
-    gap = interval(md)[0] - interval(re)[0]
+    gap = mean_interval(md)[0] - mean_interval(re)[0]
     return ("holds" if abs(gap) <= 1 else "does not hold"), f"MultiDelete {_fmt(md)} vs Retrain {_fmt(re)}"
 
 
@@ -146,7 +141,7 @@ def _ablation_md(t: _Table):
     v = t.values("multidelete-no-md", "d_f")
     if not v.size:
         return "not measured", "needs notebook 08"
-    return ("holds" if abs(interval(v)[0] - 50) <= 5 else "does not hold"), f"MultiDelete without MD {_fmt(v)}"
+    return ("holds" if abs(mean_interval(v)[0] - 50) <= 5 else "does not hold"), f"MultiDelete without MD {_fmt(v)}"
 
 
 def _ablation_mkr(t: _Table):

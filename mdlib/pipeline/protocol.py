@@ -371,10 +371,14 @@ def run(task: Task, methods: list[str], seeds: list[int], size: int | float = 0.
     return Table1(task.name, n_units, tuning, evaluation, chosen, floor, notes)
 
 
-def _key(kind: str, task: Task, name: str, setting: dict, forget: ExampleSet, original: MultimodalModel,
-         seed: int) -> str:
-    return config_hash(PROTOCOL_VERSION, kind, task.name, task.data_signature(), name, setting,
-                       [int(u) for u in forget.units()], fingerprint(original), seed, length=20)
+def _request_id(task: Task, forget: ExampleSet, original: MultimodalModel) -> list:
+    """What every cached run on one request shares (hashed once per request, not once per run)."""
+    return [PROTOCOL_VERSION, task.name, task.data_signature(), [int(u) for u in forget.units()], fingerprint(original)]
+
+
+def _key(kind: str, request: list, name: str, setting: dict, seed: int) -> str:
+    version, task_name, data, units, weights = request
+    return config_hash(version, kind, task_name, data, name, setting, units, weights, seed, length=20)
 
 
 def _tune(task, methods, size, *, fast, device, cache, bar, notes) -> tuple[pd.DataFrame, dict]:
@@ -383,15 +387,17 @@ def _tune(task, methods, size, *, fast, device, cache, bar, notes) -> tuple[pd.D
     # the tuning request's Retrain: for the trade-off figure's reference points only, never for the choice
     ref = _reference(task, original, forget, retain, 0, fast=fast, device=device, second=False, attack=False,
                      progress=False)
-    rows = [{"method": "original", "point": -1, **{f"test_{k}": v for k, v in
+    reference = {"point": -1, "setting": "", "chosen": False}
+    rows = [{"method": "original", **reference, **{f"test_{k}": v for k, v in
                                                     score(task, original, forget, retain, ref).items()}},
-            {"method": "retrain", "point": -1, "test_d_test": ref.d_test, "test_d_f": ref.d_f,
+            {"method": "retrain", **reference, "test_d_test": ref.d_test, "test_d_f": ref.d_f,
              "test_dist_retrain": 0.0, "test_abs_dist_retrain": 0.0}]
+    request = _request_id(task, forget, original)
     chosen = {}
     for name in methods:
         mine = []
         for point, setting in enumerate(grid(name)):
-            key = _key("tune", task, name, setting, forget, original, 0)
+            key = _key("tune", request, name, setting, 0)
             record = cache.get(key)
             if record is None:
                 model, run_info = _run_once(task, name, setting, original, forget, retain, seed=0)
@@ -404,12 +410,8 @@ def _tune(task, methods, size, *, fast, device, cache, bar, notes) -> tuple[pd.D
             bar.update(1)
         best = max(mine, key=lambda r: (r["selection"], -r["point"]))  # a tie goes to the earlier grid point
         chosen[name] = best["setting"]
-        rows += [dict(r, chosen=r is best) for r in mine]
-    table = pd.DataFrame(rows)
-    table["chosen"] = table.get("chosen", pd.Series(False, index=table.index)).fillna(False).astype(bool)
-    table["setting"] = table.get("setting", pd.Series(None, index=table.index)).map(
-        lambda s: json.dumps(s, sort_keys=True) if isinstance(s, dict) else "")
-    return table, chosen
+        rows += [dict(r, chosen=r is best, setting=json.dumps(r["setting"], sort_keys=True)) for r in mine]
+    return pd.DataFrame(rows), chosen
 
 
 def _evaluate(task, methods, chosen, seeds, size, *, fast, device, cache, reference_seeds, attack, bar, notes):
@@ -427,9 +429,10 @@ def _evaluate(task, methods, chosen, seeds, size, *, fast, device, cache, refere
         rows.append({"method": "retrain", "seed": seed, "d_test": ref.d_test, "d_f": ref.d_f, "dist_retrain": 0.0,
                      "abs_dist_retrain": 0.0, "mi_ratio": ref.mi_ratio, "seconds": ref.seconds,
                      "time_vs_retrain": 1.0})
+        request = _request_id(task, forget, original)
         for name in methods:
             setting = chosen[name]
-            key = _key("evaluate", task, name, setting, forget, original, seed)
+            key = _key("evaluate", request, name, setting, seed)
             record = cache.get(key)
             if record is None:
                 model, run_info = _run_once(task, name, setting, original, forget, retain, seed)

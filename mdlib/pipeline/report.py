@@ -12,7 +12,6 @@ cannot be rendered is listed as such and does not fail the run.
 from __future__ import annotations
 
 import html
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from urllib.parse import quote
 
 from ..utils import atomic_write
 from .results import collect, summarise
-from .runner import _fmt
+from .runner import PlanError, format_duration, read_timings
 
 __all__ = ["write_report", "main"]
 
@@ -57,15 +56,10 @@ class _Entry:
 
 def _timings(run_dir: Path) -> tuple[dict, dict[str, dict], str | None]:
     """timings.json (empty when absent), its jobs by executed notebook file name, and a problem if unreadable."""
-    path = run_dir / "timings.json"
-    if not path.is_file():
-        return {}, {}, None
     try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or not isinstance(data.get("jobs", []), list):
-            raise ValueError("not a timings record")
-    except (OSError, ValueError) as e:
-        return {}, {}, f"{path.name} is unreadable ({e}); statuses and times are not shown"
+        data = read_timings(run_dir) or {}
+    except PlanError as e:
+        return {}, {}, f"{e}; statuses and times are not shown"
     jobs = {Path(j["output"]).name: j for j in data.get("jobs", []) if isinstance(j, dict) and j.get("output")}
     return data, jobs, None
 
@@ -75,7 +69,7 @@ def _status(job: dict | None) -> tuple[str, str]:
     if job is None:
         return "no timing recorded", "other"
     status, seconds = job.get("status", "?"), job.get("seconds")
-    took = _fmt(seconds) if isinstance(seconds, (int, float)) else None
+    took = format_duration(seconds) if isinstance(seconds, (int, float)) else None
     if status == "ok":
         return (f"ok, {took}" if took else "ok"), "ok"
     if status == "failed":
@@ -148,7 +142,7 @@ def _index_html(run_dir: Path, entries: list[_Entry], missing: list[tuple[str, d
     if jobs:
         ok = sum(j.get("status") == "ok" for j in jobs)
         total = sum(float(j.get("seconds") or 0) for j in jobs)
-        meta.append(f"{ok} of {len(jobs)} job(s) ok, {_fmt(total)} of notebook time")
+        meta.append(f"{ok} of {len(jobs)} job(s) ok, {format_duration(total)} of notebook time")
     lines = []
     for e in entries:
         label = f'<a href="{quote(e.html)}">{html.escape(e.name)}</a>' if e.html else html.escape(e.name)

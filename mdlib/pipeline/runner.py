@@ -332,7 +332,8 @@ def read_timings(run_dir: Path) -> dict | None:
     return data
 
 
-def _fmt(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """A wall time as "1h05m" or "3m12s"."""
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
@@ -492,35 +493,35 @@ def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progre
             finished += 1
             _report(job, entry, f"{finished}/{n}")
             if entry["status"] == "ok":
-                print(f"[{finished}/{n}] {job.label} done in {_fmt(entry['seconds'])}  "
-                      f"(elapsed {_fmt(time.perf_counter() - start_all)})", flush=True)
+                print(f"[{finished}/{n}] {job.label} done in {format_duration(entry['seconds'])}  "
+                      f"(elapsed {format_duration(time.perf_counter() - start_all)})", flush=True)
             return _save(record, entry, plan.run_dir)
 
         status = run_dask(plan.jobs, done, address=address, workers=workers, device=device, kernel=kernel,
                           timeout=timeout)
-        total = _fmt(time.perf_counter() - start_all)
+        total = format_duration(time.perf_counter() - start_all)
         print(f"{'finished with failures' if status else 'finished'} after {total}; results in "
               f"{plan.run_dir / 'results.csv'}", flush=True)
         _write_report(plan.run_dir)
         return status
     status = 0
     for i, job in enumerate(plan.jobs, 1):
-        print(f"[{i}/{n}] {job.label}  (elapsed {_fmt(time.perf_counter() - start_all)}, "
-              f"estimate {_fmt(job.estimate)})", flush=True)
+        print(f"[{i}/{n}] {job.label}  (elapsed {format_duration(time.perf_counter() - start_all)}, "
+              f"estimate {format_duration(job.estimate)})", flush=True)
         entry = run_job(job, kernel, timeout, progress)
         outcome, seconds, error = entry["status"], entry["seconds"], entry.get("error")
         _report(job, entry, f"{i}/{n}")
         saved = _save(record, entry, plan.run_dir)
         if outcome == "interrupted":
-            print(f"mdlib-run: interrupted during [{i}/{n}] {job.label} after {_fmt(seconds)}; "
+            print(f"mdlib-run: interrupted during [{i}/{n}] {job.label} after {format_duration(seconds)}; "
                   f"{'recorded in ' + str(record.path) if saved else 'not recorded'}; "
                   f"rerun the same command to run it again", file=sys.stderr, flush=True)
             return 130
         if error or not saved:
             status = 1
             break
-        print(f"  done in {_fmt(seconds)}", flush=True)
-    total = _fmt(time.perf_counter() - start_all)
+        print(f"  done in {format_duration(seconds)}", flush=True)
+    total = format_duration(time.perf_counter() - start_all)
     print(f"{'stopped' if status else 'finished'} after {total}; results in {plan.run_dir / 'results.csv'}", flush=True)
     _write_report(plan.run_dir)
     return status
@@ -543,7 +544,7 @@ def _report(job: Job, entry: dict, position: str) -> None:
     """A failed job's notebook, parameters, error and partial output, on stderr."""
     if entry["status"] == "failed":
         params = ", ".join(f"{k}={v!r}" for k, v in job.parameters.items() if k != "output_dir")
-        print(f"FAILED [{position}] {job.label} after {_fmt(entry['seconds'])}\n  notebook: {job.notebook}\n"
+        print(f"FAILED [{position}] {job.label} after {format_duration(entry['seconds'])}\n  notebook: {job.notebook}\n"
               f"  parameters: {params}\n  error: {entry.get('error')}\n"
               f"  the partially executed notebook is {job.output}", file=sys.stderr, flush=True)
 
@@ -622,8 +623,8 @@ def _main(args: argparse.Namespace) -> int:
     print(f"{len(plan.jobs)} notebook run(s) in {args.mode} mode -> {plan.run_dir}")
     for i, job in enumerate(plan.jobs, 1):
         params = ", ".join(f"{k}={v!r}" for k, v in job.parameters.items() if k != "output_dir")
-        print(f"  {i:>2}. {job.label:<46} ~{_fmt(job.estimate):>7}  {params}")
-    print(f"estimated total: {_fmt(plan.estimate)}", flush=True)
+        print(f"  {i:>2}. {job.label:<46} ~{format_duration(job.estimate):>7}  {params}")
+    print(f"estimated total: {format_duration(plan.estimate)}", flush=True)
     if args.dry_run:
         return 0
     return run_plan(plan, mode=args.mode, kernel=args.kernel, timeout=args.timeout, progress=not args.no_progress,
