@@ -2,11 +2,12 @@
 
     explore.pair_explorer(task, {"f": model, "MultiDelete": md.model}, forget)
     explore.curve_explorer({"multidelete": md.history, "neggrad": ng.history})
+    explore.threshold_explorer(scores_of_members, scores_of_non_members)
 
-In JupyterLab or Colab each returns a widget: pick a pair (or a method) from a drop-down and
-see it before and after unlearning. When no one can click (the `CI` or `MDLIB_BATCH`
-environment variable is set, or ipywidgets is missing) they draw the first choice as a plain
-figure instead, so an executed notebook still shows something.
+In JupyterLab or Colab each returns a widget: pick a pair (or a method) from a drop-down, or move
+a threshold with a slider, and see the result. When no one can click (the `CI` or `MDLIB_BATCH`
+environment variable is set, or ipywidgets is missing) they return the first choice as a plain
+figure instead (closed, so a notebook shows it once), and an executed notebook still shows something.
 """
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def is_interactive() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and hasattr(shell, "kernel")  # a notebook kernel, not a plain IPython terminal
+
+
+def _static(fig):
+    """A figure returned as a cell's value: closed, so the inline backend does not draw it a second time."""
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return fig
 
 
 def _pair_table(task, models: dict, examples: ExampleSet) -> pd.DataFrame:
@@ -74,8 +83,7 @@ def pair_explorer(task, models: dict, examples: ExampleSet, n_choices: int = 30)
     table = _pair_table(task, models, sub)
     names = list(models)
     if not is_interactive():
-        fig = _draw_pair(task, sub, table, 0, names)
-        return fig
+        return _static(_draw_pair(task, sub, table, 0, names))
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -102,7 +110,7 @@ def curve_explorer(histories: dict[str, list[dict]], keys=("d_f", "p_retain", "v
         raise ValueError("no histories to explore")
     names = list(histories)
     if not is_interactive():
-        return metric_curves(histories[names[0]], keys=keys, title=names[0])
+        return _static(metric_curves(histories[names[0]], keys=keys, title=names[0]))
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -120,3 +128,60 @@ def curve_explorer(histories: dict[str, list[dict]], keys=("d_f", "p_retain", "v
     pick.observe(lambda change: show(change["new"]), names="value")
     show(names[0])
     return widgets.VBox([pick, out])
+
+
+def rates_at(members: np.ndarray, non_members: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(TPR, FPR) in % of an attack that calls "member" every score >= threshold."""
+    members, non_members = np.asarray(members, float), np.asarray(non_members, float)
+    if members.size == 0 or non_members.size == 0:
+        raise ValueError("need at least one member and one non-member score")
+    return 100 * float((members >= threshold).mean()), 100 * float((non_members >= threshold).mean())
+
+
+def _draw_threshold(members, non_members, threshold, labels, xlabel):
+    import matplotlib.pyplot as plt
+
+    tpr, fpr = rates_at(members, non_members, threshold)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    bins = np.linspace(min(members.min(), non_members.min()), max(members.max(), non_members.max()), 40)
+    ax.hist(members, bins=bins, alpha=0.6, density=True, label=labels[0])
+    ax.hist(non_members, bins=bins, alpha=0.6, density=True, label=labels[1])
+    ax.axvline(threshold, color="k", ls="--")
+    ax.set(xlabel=xlabel, ylabel="density",
+           title=f"threshold {threshold:.2f}: TPR {tpr:.1f}%  FPR {fpr:.1f}%  (TPR - FPR {tpr - fpr:+.1f})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def threshold_explorer(members, non_members, labels=("members", "non-members"), xlabel="attack score"):
+    """Move a membership attack's threshold and watch its true and false positive rates.
+
+    members, non_members: (N,) and (M,) attack scores (higher = "member"). Every score at or above the
+    threshold is called a member: TPR is the share of members so called, FPR the share of non-members.
+    Without widgets it draws the threshold with the largest TPR - FPR."""
+    members, non_members = np.asarray(members, float).ravel(), np.asarray(non_members, float).ravel()
+    rates_at(members, non_members, 0.0)  # refuses empty inputs
+    candidates = np.unique(np.concatenate([members, non_members]))
+    best = max(candidates, key=lambda t: np.subtract(*rates_at(members, non_members, t)))
+    if not is_interactive():
+        return _static(_draw_threshold(members, non_members, best, labels, xlabel))
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    out = widgets.Output()
+
+    def show(t):
+        out.clear_output(wait=True)
+        with out:
+            fig = _draw_threshold(members, non_members, t, labels, xlabel)
+            display(fig)
+            plt.close(fig)
+
+    lo, hi = float(candidates.min()), float(candidates.max())
+    slider = widgets.FloatSlider(value=float(best), min=lo, max=hi, step=(hi - lo) / 200 or 1.0,
+                                 description="threshold", continuous_update=False, readout_format=".2f")
+    slider.observe(lambda change: show(change["new"]), names="value")
+    show(float(best))
+    return widgets.VBox([slider, out])

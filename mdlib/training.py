@@ -19,10 +19,11 @@ from .utils import progress_bar
 class TrainConfig:
     """How the original model is trained.
 
-    Retrieval is staged (DESIGN.md section 9): for the first `hard_from` fraction of the epochs
-    ITM negatives are random or minimal pairs; afterwards a negative is ITC-hard with probability
-    `p_hard`. The fusion and head learn at `fusion_lr_mult` x `lr`. `kind_weights` weigh the kinds
-    of minimal-pair negatives (a photographer swap is rarer: it can only be learnt by memorising).
+    Retrieval is staged, because an ITM head shown hard negatives from the first step stalls at
+    chance (it cannot yet tell them apart, and "no match" is the cheapest answer): for the first
+    `hard_from` fraction of the epochs ITM negatives are random or minimal pairs; afterwards a
+    negative is ITC-hard with probability `p_hard`. The fusion and head learn at `fusion_lr_mult` x
+    `lr`. `kind_weights` weigh the kinds of minimal-pair negatives (a photographer swap is rarer: it can only be learnt by memorising).
 
     `itm_pos_weight` weighs matched pairs in the ITM loss. Every matched pair seen in training is
     familiar, while a test pair is not (its photographer is new to the model), so an unweighted

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from mdlib.data.hpo import DEFAULT_ROOTS, build_extract, default_extract_dir
+from mdlib.data.hpo import DEFAULT_ROOTS, default_extract_dir
+from mdlib.data.hpo_build import build_extract
 
 
 def main() -> None:

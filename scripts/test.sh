@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 . .venv/bin/activate
+# The browser test (tests/test_browser.py) drives JupyterLab in Debian's headless chromium.
+if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo -n")
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver; } \
+    >/dev/null 2>&1 || echo "WARNING: could not install chromium and chromium-driver: the browser test will be skipped"
+fi
 export CI=1 PYTHONHASHSEED=0
 export MDLIB_DATA="${MDLIB_DATA:-$(mktemp -d -t mdlib-test-XXXXXX)}"
 export MDLIB_RUNS="${MDLIB_RUNS:-$MDLIB_DATA/runs}"

@@ -126,3 +126,14 @@ def test_unknown_task_is_refused():
 def test_describe_is_seeded():
     scene = SceneSampler().sample(np.random.default_rng(5))
     assert describe(scene, np.random.default_rng(1)) == describe(scene, np.random.default_rng(1))
+
+
+def test_sample_is_seeded_without_replacement_and_capped(fast_task):
+    train = fast_task.train
+    a, b, c = train.sample(50, seed=3), train.sample(50, seed=3), train.sample(50, seed=4)
+    ids = a.fields["example_id"]
+    assert len(a) == 50 and len(set(ids.tolist())) == 50
+    assert torch.equal(ids, b.fields["example_id"]) and not torch.equal(ids, c.fields["example_id"])
+    assert set(ids.tolist()) <= set(train.fields["example_id"].tolist())
+    small = train.subset(torch.arange(5))
+    assert sorted(small.sample(10, seed=0).fields["example_id"].tolist()) == sorted(small.fields["example_id"].tolist())

@@ -170,5 +170,13 @@ def test_oracle_check_compares_the_choice_with_the_point_closest_to_retrain():
                            "test_abs_dist_retrain": [20.0, 0.0, 5.0, 1.0, 3.0]})
     table = protocol.Table1("retrieval", 10, tuning, pd.DataFrame(), {}, pd.DataFrame())
     row = table.oracle_check().loc["m"]
-    # "b" is closest but collapsed (D_test 30 points below Retrain's): the oracle takes "c"
+    # "b" is closest but collapsed (D_test 30 points below the original's): the oracle takes "c"
     assert row["oracle"] == "c" and row["chosen"] == "a" and not row["agrees"]
+
+
+def test_collapse_is_measured_against_the_original_not_retrain():
+    """A method that loses 11 points against f has collapsed, even if Retrain is itself 5 points above f; one
+    that ends 12 points below Retrain but 7 below f has not."""
+    flags = protocol.mark_collapsed(d_test=[74.0, 78.0, 85.0, 60.0], original_d_test=[85.0, 85.0, 85.0, 85.0],
+                                    is_method=[True, True, True, False])
+    assert flags.tolist() == [1.0, 0.0, 0.0, 0.0]

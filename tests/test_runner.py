@@ -118,7 +118,8 @@ def test_setup_rejects_wrong_types_with_a_fix(tmp_path):
     with pytest.raises(TypeError, match="pass -p df_size 100"):
         setup(df_size="a hundred", output_dir=str(tmp_path))
     s = setup(fast=True, seed=2, device="cpu", output_dir=str(tmp_path), task="nlvr", df_size=10)
-    assert (s.fast, s.seed, s.device.type, s.task, s.params) == (True, 2, "cpu", "nlvr", {"df_size": 10})
+    assert (s.fast, s.seed, s.device.type, s.task_name, s.params) == (True, 2, "cpu", "nlvr", {"df_size": 10})
+    assert s.task is None and s.model is None and s.n_forget == 0  # setup loads nothing
     assert "seed 2" in s.header() and "fast mode on" in s.header()
 
 
@@ -175,3 +176,72 @@ def test_a_notebook_that_declares_seeds_runs_once_per_task_with_every_seed(nbdir
     assert {j.parameters["seeds"] for j in p.jobs} == {"0,1,2"}
     with pytest.raises(Exception, match="--seeds"):
         plan(nbdir, "--notebooks", "03", "-p", "seeds", "0,1")
+
+
+def test_start_loads_task_model_and_request_and_makes_rows(tmp_path, fast_task, trained_fast_model):
+    """`start` = setup + the task, the (cached) original f and the request; rows carry the task's name and
+    the number of deleted units; a summary is the task's own."""
+    import torch
+
+    from mdlib.pipeline.notebook import start
+
+    s, task, model, forget, retain = start(fast=True, seed=0, device="cpu", output_dir=str(tmp_path),
+                                           task="retrieval", df_size=10)
+    assert task.data_signature() == fast_task.data_signature() and s.task is task and s.task_name == "retrieval"
+    assert (s.model, s.forget, s.retain) == (model, forget, retain)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained_fast_model.state_dict().values()))
+    expected, _ = fast_task.forget_split(10, seed=0)
+    assert s.n_forget == 10 and torch.equal(forget.fields["example_id"], expected.fields["example_id"])
+    assert not set(forget.units().tolist()) & set(retain.units().tolist())
+    assert s.rows("multidelete", {"d_f": 31.5, "d_test": 80.0}) == [
+        dict(task="retrieval", method="multidelete", seed=0, df_size=10, metric="d_f", value=31.5),
+        dict(task="retrieval", method="multidelete", seed=0, df_size=10, metric="d_test", value=80.0)]
+    assert s.rows("original", {"d_test": 1.0}, df_size=0)[0]["df_size"] == 0
+    row = s.summary(model, "f")
+    assert row == fast_task.summarise(trained_fast_model, "f", forget=forget, retain=retain, seed=0)
+    s.record(s.rows("original", {k: row[k] for k in ("d_f", "d_test")}), "05_demo")
+    assert results.collect(tmp_path).set_index("metric").loc["d_f", "value"] == pytest.approx(row["d_f"])
+
+
+def test_start_without_a_task_or_model_loads_nothing(tmp_path):
+    from mdlib.pipeline.notebook import start
+
+    s, task, model, forget, retain = start(fast=True, output_dir=str(tmp_path))
+    assert task is model is forget is retain is None and s.task is None
+    with pytest.raises(RuntimeError, match="rows need a task"):
+        s.rows("multidelete", {"d_f": 1.0})
+    with pytest.raises(RuntimeError, match="summary needs a task"):
+        s.summary(None, "f")
+    with pytest.raises(RuntimeError, match="retrain needs a task"):
+        s.retrain()
+    s, task, model, forget, _ = start(fast=True, output_dir=str(tmp_path), task="nlvr", original=False)
+    assert task.name == "nlvr" and model is None and forget is None
+
+
+def test_start_checks_every_parameter_before_loading(tmp_path, monkeypatch):
+    import mdlib.tasks
+
+    from mdlib.pipeline.notebook import start
+
+    monkeypatch.setattr(mdlib.tasks, "load_task", lambda *a, **k: pytest.fail("loaded before the check"))
+    with pytest.raises(ValueError, match="does not fit the retrieval task"):
+        start(fast=True, output_dir=str(tmp_path), task="retrieval", df_size=10**6)
+
+
+def test_table_rows_map_names_to_methods_and_skip_missing_cells(tmp_path):
+    import pandas as pd
+
+    s = setup(fast=True, seed=1, output_dir=str(tmp_path), task="retrieval")
+    table = pd.DataFrame([{"model": "original f", "d_f": 50.0, "seconds": float("nan")},
+                          {"model": "MD", "d_f": 20.0, "seconds": 3.0}])
+    rows = s.table_rows(table, ("d_f", "seconds", "absent"), {"original f": "original", "MD": "multidelete"})
+    assert [(r["method"], r["metric"], r["value"]) for r in rows] == [
+        ("original", "d_f", 50.0), ("multidelete", "d_f", 20.0), ("multidelete", "seconds", 3.0)]
+    assert {(r["seed"], r["df_size"], r["task"]) for r in rows} == {(1, 0, "retrieval")}  # no request: size 0
+    with pytest.raises(KeyError, match="no row 'Retrain'"):
+        s.table_rows(table, ("d_f",), {"Retrain": "retrain"})
+    # a sweep: the method and df_size come from the table's own columns, the metrics get a prefix
+    sweep = pd.DataFrame({"method": ["neggrad", "neggrad"], "df_size": [10, 20], "d_f": [40.0, 45.0]})
+    rows = s.table_rows(sweep, ("d_f",), prefix="sweep_")
+    assert [(r["method"], r["df_size"], r["metric"], r["value"]) for r in rows] == [
+        ("neggrad", 10, "sweep_d_f", 40.0), ("neggrad", 20, "sweep_d_f", 45.0)]

@@ -52,6 +52,12 @@ class ExampleSet:
         return ExampleSet({k: v[idx] for k, v in self.fields.items()}, self.banks, self.gather_image,
                           self.name if name is None else name)
 
+    def sample(self, n: int, seed: int, name: str | None = None) -> "ExampleSet":
+        """`n` examples drawn at random without replacement (all of them, shuffled, if there are fewer); the
+        draw depends only on `seed` and the set's size."""
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.subset(idx, name)
+
     def with_units(self, units, name: str | None = None) -> "ExampleSet":
         """The examples whose deletion unit is in `units` (a whole unit comes or goes)."""
         keep = np.isin(self.fields["unit"].numpy(), np.asarray(units))

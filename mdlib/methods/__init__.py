@@ -12,10 +12,11 @@ from .lcodec import LCodec, LCodecConfig, fisher_newton_direction, foci, newton_
 from .multidelete import PAPER_SETTINGS, MultiDelete, MultiDeleteConfig
 from .neggrad import DivergenceGuard, NegGrad, NegGradConfig
 from .retrain import Retrain, RetrainConfig
+from .timing import step_time
 from .ul import UL, ULConfig
 
 __all__ = ["Method", "MethodConfig", "UnlearnResult", "available", "get_method", "register", "unlearn",
            "FrozenModel", "MultiDelete", "MultiDeleteConfig", "PAPER_SETTINGS", "Retrain", "RetrainConfig", "FineTune", "FineTuneConfig",
            "NegGrad", "NegGradConfig", "DivergenceGuard", "DtD", "DtDConfig", "dtd_noise_scale", "LCodec",
            "LCodecConfig", "foci", "fisher_newton_direction", "newton_noise_scale", "ErmKtp", "ErmKtpConfig",
-           "UL", "ULConfig"]
+           "UL", "ULConfig", "step_time"]

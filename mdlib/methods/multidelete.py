@@ -35,7 +35,8 @@ class MultiDeleteConfig(MethodConfig):
     image-text similarity matrices (retrieval, as in the authors' code); "both" = their sum.
     head_retention: weight of an extra retention term at the head (ours, not the paper's; 0 = off):
     MSE between f' and f on the head's logits of D_r pairs and of mismatched D_r pairs, which keeps
-    the retained data's probabilities in place while D_f is forgotten (DESIGN.md section 9).
+    the retained data's probabilities in place while D_f is forgotten (L_MKR holds the fused vectors,
+    but small moves of them can still change the head's decisions; notebook 03 shows it).
     """
 
     epochs: int = 4

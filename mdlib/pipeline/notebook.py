@@ -1,10 +1,15 @@
 """What every notebook does first and last: check its parameters, set up, record results.
 
-    session = setup(fast=fast, seed=seed, task=task, output_dir=output_dir, device=device, df_size=df_size)
-    session.print_header()
+    session, task, model, forget, retain = start(fast=fast, seed=seed, task=task, output_dir=output_dir,
+                                                 device=device, df_size=df_size)
     ...
+    session.summary(model, "original f")             # one table row: D_f score, P(true), D_test
     session.save_figure(fig, "d_f_over_steps")
-    session.record(rows, notebook="04_multidelete")
+    session.record(session.rows("multidelete", {"d_test": 84.1, "d_f": 17.0}), notebook="05_multidelete")
+
+`start` is `setup` (check the parameters, seed, device, plot theme) plus loading what most notebooks
+begin from: the Task, the original model f and a deletion request (D_f, D_r). A notebook that needs
+none of these calls `setup`.
 
 Parameters arrive from the notebook's `parameters` cell, from papermill (`-p seed 3`)
 or from the batch runner; `setup` checks each one and says how to fix a wrong one.
@@ -17,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,7 +31,7 @@ from ..tasks import check_task
 from ..utils import atomic_write, resolve_device, resolve_fast, seed_everything, write_json
 from .results import runs_dir
 
-__all__ = ["Session", "setup", "check_rows", "check_params", "parse_seeds", "parse_methods", "parse_sizes",
+__all__ = ["Session", "Started", "setup", "start", "check_rows", "check_params", "parse_seeds", "parse_methods", "parse_sizes",
            "training_units"]
 
 ROW_KEYS = ("task", "method", "seed", "df_size", "metric", "value")
@@ -243,23 +248,91 @@ def check_rows(rows: list[dict]) -> list[dict]:
 
 @dataclass
 class Session:
-    """A notebook's checked settings; `record` and `save_figure` write under `output_dir`."""
+    """A notebook's checked settings; `record` and `save_figure` write under `output_dir`.
+
+    After `start`, it also holds what the notebook works on: `task` (the Task), `model` (the original f),
+    `meta` (how f was trained), `forget` and `retain` (D_f and D_r); each is None where not loaded.
+    """
 
     fast: bool
     seed: int
     device: torch.device
     output_dir: Path
-    task: str | None = None
+    task_name: str | None = None
     params: dict = field(default_factory=dict)
+    task: Any = None
+    model: Any = None
+    meta: dict = field(default_factory=dict)
+    forget: Any = None
+    retain: Any = None
     _rows: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def header(self) -> str:
         return (f"device {self.device} | fast mode {'on' if self.fast else 'off'} | torch {torch.__version__} | "
-                f"seed {self.seed}" + (f" | task {self.task}" if self.task else "") + f" | output {self.output_dir}")
+                f"seed {self.seed}" + (f" | task {self.task_name}" if self.task_name else "")
+                + f" | output {self.output_dir}")
+
+    @property
+    def progress(self) -> bool:
+        """Whether loops show progress bars: in full mode only (thousands of bar updates in one cell stall
+        batch runs, and fast mode is over in seconds)."""
+        return not self.fast
+
+    @property
+    def n_forget(self) -> int:
+        """How many deletion units D_f holds (0 without a deletion request)."""
+        return len(self.forget.units()) if self.forget is not None else 0
+
+    def summary(self, model, name: str) -> dict:
+        """One table row about `model` on this session's request: the D_f score (log-odds), mean P(true) on
+        D_f, D_r and test, and D_test (see `Task.summarise`)."""
+        if self.task is None or self.forget is None:
+            raise RuntimeError("summary needs a task and a deletion request: start(..., task=..., df_size=...)")
+        return self.task.summarise(model, name, forget=self.forget, retain=self.retain, seed=self.seed)
+
+    def retrain(self, retain=None, seed: int | None = None, progress: bool | None = None):
+        """Retrain for this session: the original's recipe from scratch on `retain` (default D_r), seed `seed`
+        (default the session's); trained, or loaded from the checkpoint cache. Returns (model, meta)."""
+        from .original import retrained_model
+
+        if self.task is None or (retain is None and self.retain is None):
+            raise RuntimeError("retrain needs a task and a retained set: start(..., task=..., df_size=...)")
+        return retrained_model(self.task, self.retain if retain is None else retain,
+                               self.seed if seed is None else seed, fast=self.fast, device=self.device,
+                               progress=self.progress if progress is None else progress)
+
+    def rows(self, method: str, values: dict, df_size: int | None = None) -> list[dict]:
+        """Result rows for `session.record`: one per metric in `values`, for this session's task and seed.
+        df_size defaults to the number of deleted units (0 without a request)."""
+        if self.task_name is None:
+            raise RuntimeError("rows need a task: start(..., task=...) or setup(..., task=...)")
+        size = self.n_forget if df_size is None else df_size
+        return [dict(task=self.task_name, method=method, seed=self.seed, df_size=int(size), metric=metric,
+                     value=value) for metric, value in values.items()]
 
     def print_header(self) -> None:
         """Print device, fast mode, torch version and seed on one line."""
         print(self.header())
+
+    def table_rows(self, table, metrics, methods: dict[str, str] | None = None, prefix: str = "") -> list[dict]:
+        """Result rows from a table with one row per model (a DataFrame indexed by the names `summary` gives,
+        or with a `model` column). A row's method is `methods[name]` when `methods` is given, else its `method`
+        column when there is one, else its name; its df_size is its `df_size` column when there is one, else
+        the request's. Column m of `metrics` is recorded as metric `prefix + m`; missing and NaN cells are
+        skipped, infinite ones kept (`record` refuses them)."""
+        if "model" in getattr(table, "columns", ()):
+            table = table.set_index("model")
+        names = list(methods) if methods is not None else list(table.index)
+        out = []
+        for name in names:
+            if name not in table.index:
+                raise KeyError(f"no row {name!r} in the table; its rows are {list(table.index)}")
+            row = table.loc[name]
+            method = methods[name] if methods is not None else row.get("method", name)
+            df_size = int(row["df_size"]) if "df_size" in row.index else None
+            values = {prefix + m: float(row[m]) for m in metrics if m in row.index and row[m] == row[m]}
+            out += self.rows(method, values, df_size=df_size)
+        return out
 
     def record(self, rows: list[dict], notebook: str) -> Path:
         """Add result rows and (re)write `metrics/<notebook>__<task>__seed<seed>.json` atomically.
@@ -273,9 +346,9 @@ class Session:
         table = self._rows.setdefault(notebook, {})
         for row in check_rows(rows):
             table[tuple(row[k] for k in ROW_KEYS[:-1])] = row
-        payload = {"notebook": notebook, "task": self.task, "seed": self.seed, "fast": self.fast,
+        payload = {"notebook": notebook, "task": self.task_name, "seed": self.seed, "fast": self.fast,
                    "device": self.device.type, "params": self.params, "rows": list(table.values())}
-        path = self.output_dir / "metrics" / f"{notebook}__{self.task or 'all'}__seed{self.seed}.json"
+        path = self.output_dir / "metrics" / f"{notebook}__{self.task_name or 'all'}__seed{self.seed}.json"
         return write_json(payload, path)
 
     def save_figure(self, fig, name: str, dpi: int = 150) -> Path:
@@ -321,10 +394,58 @@ def setup(fast: bool | None = None, seed: int = 0, device: str = "auto", output_
 
     session = Session(fast=resolve_fast(fast), seed=seed, device=resolve_device(device),
                       output_dir=Path(output_dir).resolve() if str(output_dir) else default_output_dir(),
-                      task=task, params=dict(sorted(params.items())))
+                      task_name=task, params=dict(sorted(params.items())))
     seed_everything(seed)
     _theme()
     return session
+
+
+class Started(NamedTuple):
+    """What `start` returns, to unpack in one line; each is also an attribute of the session (None where
+    not loaded)."""
+
+    session: Session
+    task: Any
+    model: Any
+    forget: Any
+    retain: Any
+
+
+def start(fast: bool | None = None, seed: int = 0, device: str = "auto", output_dir: str | Path = "",
+          task: str | None = None, df_size: int | float | None = None, original: bool = True,
+          progress: bool | None = None, **params) -> Started:
+    """`setup`, then load what the notebook works on, print one line about each, and return
+    (session, task, model, forget, retain):
+
+    * the Task `task` on its embedded data (fast or full world);
+    * with `original=True`, the original model f for `seed` (trained, or loaded from the checkpoint cache;
+      progress bars in full mode only unless `progress` says otherwise),
+      in `session.model` and `session.meta`;
+    * with `df_size`, the deletion request `task.forget_split(df_size, seed)` in `session.forget` and
+      `session.retain`.
+
+    Every parameter is checked before anything loads or trains.
+    """
+    from ..tasks import load_task
+    from .original import original_model
+
+    if df_size is not None:
+        params["df_size"] = df_size
+    session = setup(fast=fast, seed=seed, device=device, output_dir=output_dir, task=task, **params)
+    session.print_header()
+    if task is None:
+        return Started(session, None, None, None, None)
+    session.task = load_task(task, fast=session.fast)
+    print(session.task)
+    if original:
+        session.model, session.meta = original_model(session.task, session.seed, fast=session.fast,
+                                                     device=session.device,
+                                                     progress=session.progress if progress is None else progress)
+    if df_size is not None:
+        session.forget, session.retain = session.task.forget_split(df_size, seed=session.seed)
+        print(f"D_f: {session.n_forget} {session.task.unit_name}s ({len(session.forget)} examples); "
+              f"D_r: {len(session.retain)} examples; D_test: {len(session.task.test)} examples")
+    return Started(session, session.task, session.model, session.forget, session.retain)
 
 
 def _theme() -> None:

@@ -71,7 +71,7 @@ COMPUTE_CAP = 0.15  # at most this fraction of Retrain's wall time per run (repo
 RESERVED_SEEDS = 5  # the tuning request avoids the evaluation requests of seeds 0..RESERVED_SEEDS-1
 TUNING_SEED = 10_007  # draws the tuning request
 REFERENCE_SEED_OFFSET = 1_000  # the second Retrain of a request trains with seed + this
-COLLAPSE_DROP = 10.0  # a model that lost more than this many points of D_test against Retrain has collapsed
+COLLAPSE_DROP = 10.0  # a model that lost more than this many points of D_test against the original f has collapsed
 
 # Each method's grid over its own key hyperparameters: the product of the listed values, GRID_POINTS settings.
 # "lr_scale" multiplies the method's default learning rate (its "-F" variant's default for "-f").
@@ -191,18 +191,24 @@ def score(task: Task, model: MultimodalModel, forget: ExampleSet, retain: Exampl
           seed: int = 0) -> dict[str, float]:
     """The paper's D_test and D_f score, and against Retrain: `dist_retrain` (D_f score - Retrain's), its absolute
     value, `ks_forget_quality` (p-value, per-example log-odds on D_f vs Retrain's; near 1 = alike), the MI ratio
-    (mean P(member | D_f) under f over under f'; > 1 = D_f looks less like training data) and `collapsed`
-    (1 when D_test fell more than COLLAPSE_DROP points below Retrain's: then a large MI ratio is no win)."""
+    (mean P(member | D_f) under f over under f'; > 1 = D_f looks less like training data). Whether a model
+    collapsed is decided against the original f, where the tables are made (`mark_collapsed`)."""
     z_f = task.true_logodds(model, forget)
     sample = _retain_sample(retain, 5 * len(forget), seed)
     d_f = d_f_score(z_f, task.true_logodds(model, sample), seed=seed)
     d_test = float(task.evaluate(model, "test")["d_test"])
     row = {"d_test": d_test, "d_f": d_f, "dist_retrain": d_f - ref.d_f, "abs_dist_retrain": abs(d_f - ref.d_f),
-           "ks_forget_quality": forget_quality(z_f, ref.forget_logodds),
-           "collapsed": float(d_test < ref.d_test - COLLAPSE_DROP)}
+           "ks_forget_quality": forget_quality(z_f, ref.forget_logodds)}
     if ref.attack is not None:
         row["mi_ratio"] = _mi_ratio(ref, model, task, forget)
     return row
+
+
+def mark_collapsed(d_test, original_d_test, is_method) -> np.ndarray:
+    """1.0 where a method's final model lost more than COLLAPSE_DROP points of D_test against the original f
+    it started from (a large MI ratio is then no win), else 0.0; the original and Retrain rows get 0."""
+    lost = np.asarray(original_d_test, dtype=float) - np.asarray(d_test, dtype=float)
+    return ((lost > COLLAPSE_DROP) & np.asarray(is_method, dtype=bool)).astype(float)
 
 
 def _mi_ratio(ref: Reference, model: MultimodalModel, task: Task, forget: ExampleSet) -> float:
@@ -306,12 +312,12 @@ class Table1:
     def oracle_check(self) -> pd.DataFrame:
         """Does the Retrain-free rule pick what Retrain would? Per method, on the tuning request: the chosen
         setting's |D_f score - Retrain's| and D_test, and the grid point an oracle that sees Retrain would pick
-        (the smallest distance among runs whose D_test stays within COLLAPSE_DROP of Retrain's)."""
+        (the smallest distance among runs that did not collapse: D_test within COLLAPSE_DROP of the original's)."""
         t = self.tuning
-        retrain_d_test = float(t.loc[t["method"] == "retrain", "test_d_test"].iloc[0])
+        original_d_test = float(t.loc[t["method"] == "original", "test_d_test"].iloc[0])
         rows = []
         for method, group in t[t["point"] >= 0].groupby("method", sort=False):
-            kept = group[group["test_d_test"] >= retrain_d_test - COLLAPSE_DROP]
+            kept = group[group["test_d_test"] >= original_d_test - COLLAPSE_DROP]
             chosen = group[group["chosen"]].iloc[0]
             oracle = kept.loc[kept["test_abs_dist_retrain"].idxmin()] if len(kept) else None
             rows.append({"method": method, "chosen": chosen["setting"], "chosen_distance": chosen["test_abs_dist_retrain"],
@@ -411,7 +417,9 @@ def _tune(task, methods, size, *, fast, device, cache, bar, notes) -> tuple[pd.D
         best = max(mine, key=lambda r: (r["selection"], -r["point"]))  # a tie goes to the earlier grid point
         chosen[name] = best["setting"]
         rows += [dict(r, chosen=r is best, setting=json.dumps(r["setting"], sort_keys=True)) for r in mine]
-    return pd.DataFrame(rows), chosen
+    table = pd.DataFrame(rows)
+    table["test_collapsed"] = mark_collapsed(table["test_d_test"], rows[0]["test_d_test"], table["point"] >= 0)
+    return table, chosen
 
 
 def _evaluate(task, methods, chosen, seeds, size, *, fast, device, cache, reference_seeds, attack, bar, notes):
@@ -447,7 +455,10 @@ def _evaluate(task, methods, chosen, seeds, size, *, fast, device, cache, refere
             rows.append(record)
             bar.update(1)
     table = pd.DataFrame(rows)
-    table["over_cap"] = ~table["method"].isin(["original", "retrain"]) & (table["time_vs_retrain"] > COMPUTE_CAP)
+    is_method = ~table["method"].isin(["original", "retrain"])
+    original_d_test = table["seed"].map(table[table["method"] == "original"].set_index("seed")["d_test"])
+    table["collapsed"] = mark_collapsed(table["d_test"], original_d_test, is_method)
+    table["over_cap"] = is_method & (table["time_vs_retrain"] > COMPUTE_CAP)
     if "setting" in table:
         table["setting"] = table["setting"].map(lambda s: json.dumps(s, sort_keys=True) if isinstance(s, dict) else "")
     return table, pd.DataFrame(floor, columns=["seed", "retrain_d_f", "second_retrain_d_f", "retrain_noise_floor",

@@ -12,8 +12,8 @@ top left and ..."), which stand in for the image-text pre-training ALBEF/BLIP re
 they are fine-tuned on SNLI-VE or NLVR2: image-text contrastive learning (ITC) and
 image-conditioned masked language modelling (the fusion must fill in masked colour, shape,
 size and place words from the image). They give the fusion a reason to read the image from the
-first step, while the cross-entropy alone first rewards the hypothesis-only prior (DESIGN.md
-section 9 describes the same stall for ITM). Even so the model needs data and steps before it reads
+first step, while the cross-entropy alone first rewards the hypothesis-only prior (retrieval's ITM
+head stalls the same way when it sees hard negatives too early: see `TrainConfig`). Even so the model needs data and steps before it reads
 the image: in full mode it starts after about 500 steps (`StatementTask.train_overrides`), while
 the fast world's 400 images are too few and its models stay at the prior. A deleted unit takes its
 images' descriptions with it.
