@@ -106,3 +106,46 @@ def test_executor_options_are_checked_before_anything_runs(nbdir, capsys, monkey
     assert run(nbdir, "--dry-run", "--executor", "dask") == 2
     assert 'pip install "mdlib[cluster]"' in capsys.readouterr().err
     assert not (nbdir.parent / "runs").exists()
+
+
+def test_jobs_declare_the_checkpoints_they_load():
+    from mdlib.pipeline.executors import needs, shared_needs
+    from mdlib.pipeline.runner import Job
+
+    def job(name, task="retrieval", seed=0, **params):
+        return Job(Path(f"{name}.ipynb"), Path(f"out/{name}.ipynb"), params, task, seed)
+
+    plan = [job("01_train", seed=1), job("05_md", seed=0), job("05_md", seed=1), job("06_table", seed=None, seeds="0,1,2"),
+            job("11_results", task=None, seed=None)]
+    assert [needs(j) for j in plan] == [[], [("retrieval", 0)], [("retrieval", 1)],
+                                       [("retrieval", 0), ("retrieval", 1), ("retrieval", 2)], []]
+    # seed 1 is trained by its 01 job; seed 2 is needed by one job only, which trains it itself
+    assert shared_needs(plan) == [("retrieval", 0)]
+
+
+def test_two_jobs_that_load_the_same_checkpoints_find_them_trained_once(tmp_path, monkeypatch, capsys):
+    import mdlib.pipeline.executors as executors
+
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    variant(d, "02_next")
+    variant(d, "03_more")
+    marks = tmp_path / "prepared"
+    marks.mkdir()
+
+    def prepare(task, seed, fast, device, df_size, threads=None):  # pickled by value to the workers
+        import time as t
+
+        with open(marks / f"{task}-{seed}", "a") as fh:
+            t.sleep(0.5)
+            fh.write(f"{t.time()}\n")
+
+    monkeypatch.setattr(executors, "prepare_checkpoints", prepare)
+    assert run(d, "--name", "shared", "--executor", "dask", "--workers", "2") == 0, capsys.readouterr().err
+    assert "training the shared checkpoints of retrieval seed 0, retrieval seed 1 once" in capsys.readouterr().out
+    done = jobs(d, "shared")
+    assert [j["status"] for j in done] == ["ok"] * 4
+    for seed in (0, 1):
+        lines = (marks / f"retrieval-{seed}").read_text().split()
+        assert len(lines) == 1  # trained once, not once per job
+        assert float(lines[0]) <= min(j["started"] for j in done if j["seed"] == seed)

@@ -245,3 +245,11 @@ def test_table_rows_map_names_to_methods_and_skip_missing_cells(tmp_path):
     rows = s.table_rows(sweep, ("d_f",), prefix="sweep_")
     assert [(r["method"], r["df_size"], r["metric"], r["value"]) for r in rows] == [
         ("neggrad", 10, "sweep_d_f", 40.0), ("neggrad", 20, "sweep_d_f", 45.0)]
+
+
+def test_the_task_a_notebook_fixes_itself_is_found_for_the_plan_checks():
+    from mdlib.pipeline.runner import fixed_task
+
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    assert fixed_task(root / "10_graph_text.ipynb") == "graph-text"  # passed to start(task="graph-text")
+    assert fixed_task(root / "00_overview.ipynb") is None

@@ -9,15 +9,18 @@ Both call `run_job`, which executes one notebook and returns its timing record; 
 runner, which holds the run folder's lock) writes `timings.json` and `results.csv`, after each job.
 
 Shared checkpoints: notebook `01_*` trains the original model and Retrain of its (task, seed), which
-the later notebooks load (training them when absent). The Dask executor therefore runs every `01` job
-first and waits for them, then submits the rest, so a checkpoint is never trained twice in parallel;
-a job whose (task, seed) `01` job failed is skipped, not run.
+the later notebooks load (training them when absent). Each job declares the (task, seed) pairs it loads
+(`needs`: its own, or every seed of a notebook that takes `seeds`). The Dask executor first trains, once,
+the checkpoints of every pair that two or more jobs need and no `01` job of the run trains
+(`prepare_checkpoints`), then runs every `01` job and waits for them, then submits the rest; so a
+checkpoint is never trained twice in parallel. A job whose checkpoints could not be made is skipped.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
+from collections import Counter
 from typing import Callable
 
 TRAINS_CHECKPOINTS = "01"  # the notebook-name prefix of the jobs that train the shared checkpoints
@@ -86,6 +89,41 @@ def timing_record(job, started: float, finished: float, error: str | None) -> di
     return record
 
 
+def needs(job) -> list[tuple[str, int]]:
+    """The (task, seed) pairs whose original model and Retrain `job` loads: its own (task, seed), or one per
+    seed of a notebook that takes `seeds`; none for a `01` job (it trains them) or a job without a task."""
+    if job.task is None or job.notebook.name.startswith(TRAINS_CHECKPOINTS):
+        return []
+    if job.seed is not None:
+        return [(job.task, job.seed)]
+    seeds = str(job.parameters.get("seeds", "")).replace(" ", ",").split(",")
+    return [(job.task, int(s)) for s in seeds if s.strip()]
+
+
+def shared_needs(jobs: list) -> list[tuple[str, int]]:
+    """The (task, seed) pairs that two or more jobs load and no `01` job of the plan trains first."""
+    trained = {(j.task, j.seed) for j in jobs if j.notebook.name.startswith(TRAINS_CHECKPOINTS)}
+    count = Counter(pair for job in jobs for pair in dict.fromkeys(needs(job)))
+    return [pair for pair, n in count.items() if n > 1 and pair not in trained]
+
+
+def prepare_checkpoints(task: str, seed: int, fast: bool, device: str, df_size, threads: int | None = None) -> None:
+    """Train (or find) the original model of (task, seed) and, with a `df_size`, its Retrain on that request,
+    as notebook `01` would; run on a worker before the jobs that load them."""
+    if threads:
+        os.environ.update({v: str(threads) for v in THREAD_VARIABLES})
+    from ..tasks import load_task
+    from ..utils import resolve_fast
+    from .original import original_model, retrained_model
+
+    fast = resolve_fast(fast)
+    t = load_task(task, fast=fast)
+    original_model(t, seed, fast=fast, device=device, progress=False)
+    if df_size is not None:
+        _, retain = t.forget_split(df_size, seed=seed)
+        retrained_model(t, retain, seed, fast=fast, device=device, progress=False)
+
+
 def phases(jobs: list) -> tuple[list, list]:
     """The jobs that train shared checkpoints (notebook `01_*`), and the others, each in plan order."""
     first = [j for j in jobs if j.notebook.name.startswith(TRAINS_CHECKPOINTS)]
@@ -93,8 +131,9 @@ def phases(jobs: list) -> tuple[list, list]:
 
 
 def run_dask(jobs: list, done: Callable[[object, dict], bool], *, address: str, workers: int, device: str,
-             kernel: str, timeout: int | None) -> int:
-    """Run `jobs` on a Dask scheduler (a new LocalCluster when `address` is ""), the `01` jobs first.
+             kernel: str, timeout: int | None, prepare: Callable | None = None) -> int:
+    """Run `jobs` on a Dask scheduler (a new LocalCluster when `address` is ""): the shared checkpoints no
+    `01` job trains first (`prepare`, once per (task, seed)), then the `01` jobs, then the rest.
 
     `done(job, record)` is called in this process as each job ends and returns whether it was recorded.
     Every job runs whatever the others do; returns 0, or 1 when any failed, was skipped or not recorded."""
@@ -115,15 +154,33 @@ def run_dask(jobs: list, done: Callable[[object, dict], bool], *, address: str, 
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client, resources = Client(cluster), None
         threads = max(1, (os.cpu_count() or 1) // workers)
+    prepare = prepare or prepare_checkpoints
     status, futures = 0, {}
     failed_keys: set = set()
     try:
+        shared = shared_needs(jobs)
+        if shared:
+            print(f"training the shared checkpoints of {', '.join(f'{t} seed {s}' for t, s in shared)} once, "
+                  "before the jobs that load them", flush=True)
+            futures = {}
+            for task, seed in shared:
+                params = next(j.parameters for j in jobs if (task, seed) in needs(j))
+                futures[client.submit(prepare, task, seed, params.get("fast"), device, params.get("df_size"),
+                                      threads, pure=False, resources=resources)] = (task, seed)
+            for future in as_completed(futures):
+                try:
+                    future.result()
+                except Exception as e:  # the job that needs it would fail the same way: skip it
+                    print(f"FAILED training the checkpoints of task={futures[future][0]}, seed={futures[future][1]}:"
+                          f" {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                    failed_keys.add(futures[future])
         for phase in phases(jobs):
             runnable = []
             for job in phase:
-                if (job.task, job.seed) in failed_keys:
-                    print(f"SKIPPED {job.label}: notebook {TRAINS_CHECKPOINTS} of task={job.task}, seed={job.seed} "
-                          f"failed, so its checkpoints are missing; fix it and rerun with --resume",
+                missing = [pair for pair in dict.fromkeys([(job.task, job.seed), *needs(job)]) if pair in failed_keys]
+                if missing:
+                    print(f"SKIPPED {job.label}: the checkpoints of task={missing[0][0]}, seed={missing[0][1]} could "
+                          f"not be trained, so they are missing; fix that and rerun with --resume",
                           file=sys.stderr, flush=True)
                     status = 1
                 else:

@@ -270,13 +270,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def fixed_task(notebook: Path) -> str | None:
-    """The task a notebook without a `task` parameter sets itself (a line `task = "graph-text"`), if any."""
+    """The task a notebook without a `task` parameter sets itself (`task = "graph-text"`, or `task="graph-text"`
+    passed to `start`), if any."""
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
-            m = re.search(r"^task\s*=\s*[\"']([\w-]+)[\"']\s*$", cell.source, flags=re.MULTILINE)
+            m = re.search(r"(?<![\w.])task\s*=\s*[\"']([\w-]+)[\"']", cell.source)
             if m and m.group(1) in TASKS:
                 return m.group(1)
     return None
