@@ -31,8 +31,8 @@ from ..tasks import check_task
 from ..utils import atomic_write, resolve_device, resolve_fast, seed_everything, write_json
 from .results import runs_dir
 
-__all__ = ["Session", "Started", "setup", "start", "check_rows", "check_params", "parse_seeds", "parse_methods", "parse_sizes",
-           "training_units"]
+__all__ = ["Session", "Started", "setup", "start", "check_rows", "check_params", "parse_seeds", "parse_methods",
+           "parse_sizes", "training_units"]
 
 ROW_KEYS = ("task", "method", "seed", "df_size", "metric", "value")
 _METRIC = re.compile(r"^[a-z][a-z0-9_@.\-]*$")
@@ -310,10 +310,6 @@ class Session:
         return [dict(task=self.task_name, method=method, seed=self.seed, df_size=int(size), metric=metric,
                      value=value) for metric, value in values.items()]
 
-    def print_header(self) -> None:
-        """Print device, fast mode, torch version and seed on one line."""
-        print(self.header())
-
     def table_rows(self, table, metrics, methods: dict[str, str] | None = None, prefix: str = "") -> list[dict]:
         """Result rows from a table with one row per model (a DataFrame indexed by the names `summary` gives,
         or with a `model` column). A row's method is `methods[name]` when `methods` is given, else its `method`
@@ -333,6 +329,10 @@ class Session:
             values = {prefix + m: float(row[m]) for m in metrics if m in row.index and row[m] == row[m]}
             out += self.rows(method, values, df_size=df_size)
         return out
+
+    def print_header(self) -> None:
+        """Print device, fast mode, torch version and seed on one line."""
+        print(self.header())
 
     def record(self, rows: list[dict], notebook: str) -> Path:
         """Add result rows and (re)write `metrics/<notebook>__<task>__seed<seed>.json` atomically.
