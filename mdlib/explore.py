@@ -40,6 +40,27 @@ def _static(fig):
     return fig
 
 
+def _live(control, draw, first):
+    """A widget: `control` (a drop-down or a slider) above an output that shows the figure `draw(value)` for
+    the control's value, redrawn whenever it changes; `first` is drawn at once."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    out = widgets.Output()
+
+    def show(value):
+        out.clear_output(wait=True)
+        with out:
+            fig = draw(value)
+            display(fig)
+            plt.close(fig)
+
+    control.observe(lambda change: show(change["new"]), names="value")
+    show(first)
+    return widgets.VBox([control, out])
+
+
 def _pair_table(task, models: dict, examples: ExampleSet) -> pd.DataFrame:
     """P(ground truth) of each example under each model, and for retrieval the rank of its image."""
     table = pd.DataFrame({"unit": examples.fields["unit"].numpy()})
@@ -85,23 +106,10 @@ def pair_explorer(task, models: dict, examples: ExampleSet, n_choices: int = 30)
     if not is_interactive():
         return _static(_draw_pair(task, sub, table, 0, names))
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     options = [(f"{task.unit_name} {int(table.loc[i, 'unit'])}, example {i}", i) for i in range(n)]
-    out = widgets.Output()
-
-    def show(i):
-        out.clear_output(wait=True)
-        with out:
-            fig = _draw_pair(task, sub, table, i, names)
-            display(fig)
-            plt.close(fig)
-
     pick = widgets.Dropdown(options=options, description="example")
-    pick.observe(lambda change: show(change["new"]), names="value")
-    show(0)
-    return widgets.VBox([pick, out])
+    return _live(pick, lambda i: _draw_pair(task, sub, table, i, names), 0)
 
 
 def curve_explorer(histories: dict[str, list[dict]], keys=("d_f", "p_retain", "val_d_test")):
@@ -112,22 +120,9 @@ def curve_explorer(histories: dict[str, list[dict]], keys=("d_f", "p_retain", "v
     if not is_interactive():
         return _static(metric_curves(histories[names[0]], keys=keys, title=names[0]))
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    out = widgets.Output()
-
-    def show(name):
-        out.clear_output(wait=True)
-        with out:
-            fig = metric_curves(histories[name], keys=keys, title=name)
-            display(fig)
-            plt.close(fig)
 
     pick = widgets.Dropdown(options=names, description="method")
-    pick.observe(lambda change: show(change["new"]), names="value")
-    show(names[0])
-    return widgets.VBox([pick, out])
+    return _live(pick, lambda name: metric_curves(histories[name], keys=keys, title=name), names[0])
 
 
 def rates_at(members: np.ndarray, non_members: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -167,21 +162,8 @@ def threshold_explorer(members, non_members, labels=("members", "non-members"), 
     if not is_interactive():
         return _static(_draw_threshold(members, non_members, best, labels, xlabel))
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    out = widgets.Output()
-
-    def show(t):
-        out.clear_output(wait=True)
-        with out:
-            fig = _draw_threshold(members, non_members, t, labels, xlabel)
-            display(fig)
-            plt.close(fig)
 
     lo, hi = float(candidates.min()), float(candidates.max())
     slider = widgets.FloatSlider(value=float(best), min=lo, max=hi, step=(hi - lo) / 200 or 1.0,
                                  description="threshold", continuous_update=False, readout_format=".2f")
-    slider.observe(lambda change: show(change["new"]), names="value")
-    show(float(best))
-    return widgets.VBox([slider, out])
+    return _live(slider, lambda t: _draw_threshold(members, non_members, t, labels, xlabel), float(best))
