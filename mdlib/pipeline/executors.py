@@ -96,8 +96,11 @@ def needs(job) -> list[tuple[str, int]]:
         return []
     if job.seed is not None:
         return [(job.task, job.seed)]
-    seeds = str(job.parameters.get("seeds", "")).replace(" ", ",").split(",")
-    return [(job.task, int(s)) for s in seeds if s.strip()]
+    if "seeds" not in job.parameters:
+        return []
+    from .notebook import parse_seeds  # the runner checked the value when it made the plan
+
+    return [(job.task, s) for s in parse_seeds(job.parameters["seeds"])]
 
 
 def shared_needs(jobs: list) -> list[tuple[str, int]]:
