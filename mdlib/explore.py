@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .attacks.evaluation import best_threshold
 from .data.examples import ExampleSet
 from .plots import as_images, metric_curves
 from .utils import is_batch
@@ -157,13 +158,12 @@ def threshold_explorer(members, non_members, labels=("members", "non-members"), 
     Without widgets it draws the threshold with the largest TPR - FPR."""
     members, non_members = np.asarray(members, float).ravel(), np.asarray(non_members, float).ravel()
     rates_at(members, non_members, 0.0)  # refuses empty inputs
-    candidates = np.unique(np.concatenate([members, non_members]))
-    best = max(candidates, key=lambda t: np.subtract(*rates_at(members, non_members, t)))
+    best = best_threshold(members, non_members)
     if not is_interactive():
         return _static(_draw_threshold(members, non_members, best, labels, xlabel))
     import ipywidgets as widgets
 
-    lo, hi = float(candidates.min()), float(candidates.max())
+    lo, hi = float(min(members.min(), non_members.min())), float(max(members.max(), non_members.max()))
     slider = widgets.FloatSlider(value=float(best), min=lo, max=hi, step=(hi - lo) / 200 or 1.0,
                                  description="threshold", continuous_update=False, readout_format=".2f")
     return _live(slider, lambda t: _draw_threshold(members, non_members, t, labels, xlabel), float(best))

@@ -17,6 +17,18 @@ def test_rates_at_counts_scores_at_or_above_the_threshold():
         explore.rates_at([], non_members, 0.5)
 
 
+def test_best_threshold_matches_a_search_over_every_score():
+    from mdlib.attacks import best_threshold
+
+    rng = np.random.default_rng(0)
+    members, non_members = rng.integers(0, 30, 200) / 10 + 0.5, rng.integers(0, 30, 150) / 10  # many ties
+    candidates = np.unique(np.r_[members, non_members])
+    gaps = [np.subtract(*explore.rates_at(members, non_members, t)) for t in candidates]
+    best = best_threshold(members, non_members)
+    assert best in candidates and np.subtract(*explore.rates_at(members, non_members, best)) == pytest.approx(max(gaps))
+    assert best == candidates[np.flatnonzero(np.isclose(gaps, max(gaps)))].max()  # ties: the largest
+
+
 def test_threshold_explorer_draws_the_best_threshold_once_in_batch(monkeypatch):
     monkeypatch.setenv("MDLIB_BATCH", "1")
     plt.close("all")

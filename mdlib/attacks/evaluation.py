@@ -5,7 +5,7 @@ import numpy as np
 
 from ..metrics import auc
 
-__all__ = ["roc", "tpr_at_fpr", "attack_report", "forget_gap", "forget_quality"]
+__all__ = ["roc", "best_threshold", "tpr_at_fpr", "attack_report", "forget_gap", "forget_quality"]
 
 
 def _scores(members, non_members) -> tuple[np.ndarray, np.ndarray]:
@@ -18,13 +18,26 @@ def _scores(members, non_members) -> tuple[np.ndarray, np.ndarray]:
     return m, n
 
 
-def roc(members, non_members) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve (fpr, tpr) of "member if score > threshold" over every threshold; higher score = member."""
+def _roc_with_thresholds(members, non_members) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.metrics import roc_curve
 
     m, n = _scores(members, non_members)
-    fpr, tpr, _ = roc_curve(np.r_[np.ones(m.size), np.zeros(n.size)], np.r_[m, n], drop_intermediate=False)
+    return roc_curve(np.r_[np.ones(m.size), np.zeros(n.size)], np.r_[m, n], drop_intermediate=False)
+
+
+def roc(members, non_members) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve (fpr, tpr) of "member if score >= threshold" over every threshold; higher score = member."""
+    fpr, tpr, _ = _roc_with_thresholds(members, non_members)
     return fpr, tpr
+
+
+def best_threshold(members, non_members) -> float:
+    """The score threshold t whose attack "member if score >= t" maximises TPR - FPR (Youden's J).
+
+    Among equally good thresholds, the largest. O((N + M) log(N + M))."""
+    fpr, tpr, thresholds = _roc_with_thresholds(members, non_members)
+    best = 1 + int(np.argmax((tpr - fpr)[1:]))  # index 0 is sklearn's "nobody is a member" (+inf)
+    return float(thresholds[best])
 
 
 def tpr_at_fpr(members, non_members, fpr: float) -> float:
