@@ -94,6 +94,9 @@ def test_the_protocol_reports_each_methods_own_final_model_and_caches_its_runs(
                          progress=False)
     assert calls == []  # every run came from the cache
     pd.testing.assert_frame_equal(again.evaluation, table.evaluation)
+    # other notebooks read the chosen settings alone, from the same cache
+    assert protocol.chosen_settings(fast_task, ["neggrad-f", "retrain"], size=0.05, fast=True, cache=cache,
+                                    progress=False) == table.chosen and calls == []
 
     # the choice never reads Retrain: another Retrain changes the scores against it, not the chosen setting
     stand_in_retrain["scale"] = 0.05

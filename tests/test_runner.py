@@ -73,6 +73,19 @@ def test_dry_run_runs_nothing(nbdir, capsys):
     assert not (nbdir.parent / "runs").exists()
 
 
+def test_estimates_are_first_run_figures_that_a_slower_earlier_run_raises(nbdir):
+    from mdlib.pipeline.runner import ESTIMATES
+
+    fast_01 = ESTIMATES["01"][0]
+    assert [j.estimate for j in plan(nbdir, "--mode", "fast", "--notebooks", "01").jobs] == [fast_01]
+    earlier = nbdir.parent / "runs" / "earlier"
+    earlier.mkdir(parents=True)
+    jobs = [{"notebook": "01_param", "task": "retrieval", "status": "ok", "seconds": s} for s in (1.0, 2 * fast_01)]
+    (earlier / "timings.json").write_text(json.dumps({"mode": "fast", "jobs": jobs}))
+    # the quick (cached) rerun does not pull the estimate down; the slow run raises it
+    assert [j.estimate for j in plan(nbdir, "--mode", "fast", "--notebooks", "01").jobs] == [2 * fast_01]
+
+
 def test_run_writes_notebooks_results_and_timings(nbdir, capsys):
     rc = run(nbdir, "--mode", "fast", "--name", "demo", "--notebooks", "01", "--tasks", "retrieval", "nlvr",
              "--seeds", "0,1", "-p", "scale", "3")

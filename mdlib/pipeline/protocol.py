@@ -63,7 +63,7 @@ from ..utils import config_hash, data_dir, progress_bar, write_json
 from .original import original_model, retrained_model
 
 __all__ = ["GRIDS", "GRID_POINTS", "COMPUTE_CAP", "RESERVED_SEEDS", "Table1", "Reference", "applicable",
-           "evaluation_request", "grid", "run", "score", "selection_score", "tuning_request", "RunCache"]
+           "chosen_settings", "evaluation_request", "grid", "run", "score", "selection_score", "tuning_request", "RunCache"]
 
 PROTOCOL_VERSION = 1
 GRID_POINTS = 4  # settings per method, the same for every method
@@ -375,6 +375,22 @@ def run(task: Task, methods: list[str], seeds: list[int], size: int | float = 0.
     finally:
         bar.close()
     return Table1(task.name, n_units, tuning, evaluation, chosen, floor, notes)
+
+
+def chosen_settings(task: Task, methods: list[str], size: int | float = 0.05, *, fast: bool = False,
+                    device: str = "auto", cache: RunCache | None = None, progress: bool = True) -> dict[str, dict]:
+    """Step 2 alone: method -> the setting the protocol chooses for it on the tuning request. Other notebooks
+    run a method with it (`get_method(name, **setting)`) instead of its defaults; the runs come from `cache`
+    where `run` already made them."""
+    cache = cache or RunCache()
+    methods = [m for m in dict.fromkeys(methods) if not m.startswith("retrain") and applicable(m, task)]
+    for m in methods:
+        grid(m)
+    bar = progress_bar(total=len(methods) * GRID_POINTS, desc=f"tuning {task.name}", disable=not progress)
+    try:
+        return _tune(task, methods, size, fast=fast, device=device, cache=cache, bar=bar, notes={})[1]
+    finally:
+        bar.close()
 
 
 def _request_id(task: Task, forget: ExampleSet, original: MultimodalModel) -> list:
