@@ -67,7 +67,8 @@ def main() -> None:
           f"largest difference {largest:.3g})")
     print(json.dumps({"notebooks": args.notebooks, "seeds": args.seeds, "workers": args.workers,
                       "sequential_s": round(sequential, 1), "dask_s": round(parallel, 1),
-                      "dask_over_sequential": round(ratio, 3), "identical_results": same, "rows": len(a), "largest_difference": largest}))
+                      "dask_over_sequential": round(ratio, 3), "identical_results": same, "rows": len(a),
+                      "largest_difference": largest}))
 
 
 if __name__ == "__main__":

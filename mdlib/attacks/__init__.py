@@ -12,5 +12,5 @@ from .membership import MembershipClassifier, mi_ratio, sample_units
 
 __all__ = ["attack_features", "feature_names", "true_logodds", "contrastive_logits", "example_losses",
            "MembershipClassifier", "mi_ratio", "sample_units", "reference_splits", "reference_seed",
-           "ReferenceModels", "reference_models", "LiRA", "STATISTICS", "attack_report", "roc", "best_threshold", "tpr_at_fpr",
-           "forget_gap", "forget_quality"]
+           "ReferenceModels", "reference_models", "LiRA", "STATISTICS", "attack_report", "roc", "best_threshold",
+           "tpr_at_fpr", "forget_gap", "forget_quality"]

@@ -63,7 +63,8 @@ from ..utils import config_hash, data_dir, progress_bar, write_json
 from .original import original_model, retrained_model
 
 __all__ = ["GRIDS", "GRID_POINTS", "COMPUTE_CAP", "RESERVED_SEEDS", "Table1", "Reference", "applicable",
-           "chosen_settings", "evaluation_request", "grid", "run", "score", "selection_score", "tuning_request", "RunCache"]
+           "chosen_settings", "evaluation_request", "grid", "run", "score", "selection_score", "tuning_request",
+           "RunCache"]
 
 PROTOCOL_VERSION = 1
 GRID_POINTS = 4  # settings per method, the same for every method
