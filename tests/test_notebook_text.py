@@ -88,3 +88,10 @@ def test_plumbing_is_at_most_a_fifth_of_the_code():
     plumbing, total = plumbing_share()
     print(f"plumbing: {plumbing} of {total} code lines ({plumbing / total:.0%})")
     assert plumbing / total <= 0.20
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: p.name)
+def test_every_cell_has_a_unique_id(path):
+    """nbformat 4.5 requires cell ids (JupyterLab and nbval warn without them, and future versions refuse)."""
+    ids = [c.get("id") for c in json.loads(path.read_text())["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids)
