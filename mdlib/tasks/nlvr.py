@@ -32,16 +32,17 @@ class NLVRTask(StatementTask):
 
     @staticmethod
     def statements_per_pair(fast: bool) -> int:
-        """Statements per pair (the photographer's aside): 8 in fast mode, 16 in full mode.
+        """Statements per pair, not counting the photographer statement: 8 in fast mode, 16 in full mode.
 
-        Measured, full mode, seed 0 (the first 1,000 training pairs; validation / test accuracy):
+        Measured, full mode, seed 0, 1,000 training pairs, one run each:
         * 8 per pair, 15 epochs: test 57.9; even training accuracy stayed at 56-82% per template;
         * 8 per pair, 30 epochs (18 min): train 94-99% per template, validation flat at 67-69% from epoch
           21, test 67.1: the model memorises its 9,000 statements instead of learning to compare images;
         * 16 per pair, 20 epochs (23 min): train 86-91%, test 72.6 (71-78% on every comparison template,
           47.2% on the photographer's, which no image can tell). A second run of this recipe, through
-          `original_model` (another initialisation), reached 67.4: it learnt "side", "both" and "one"
-          (74-82%) but not "neither" and "more" (56% and 49%), which the first run learnt late.
+          `original_model` (with the cached tokenizer, so another vocabulary and initialisation), reached
+          67.4: it learnt "side", "both" and "one" (74-82%) but not "neither" and "more" (56% and 49%),
+          which the first run learnt late.
         More statements about the same images help; whether the comparisons are learnt within 20 epochs
         varies from run to run. The fast world is too small to learn anyway."""
         return 8 if fast else 16
