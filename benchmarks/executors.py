@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mdlib.pipeline.executors import THREAD_VARIABLES
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_METRICS = ("seconds", "time_vs_retrain")
 
@@ -41,7 +43,7 @@ def run(executor: list[str], work: Path, name: str, args: argparse.Namespace, th
     start = time.perf_counter()
     env = dict(os.environ, MDLIB_DATA=str(data))
     if threads:
-        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env |= {variable: str(threads) for variable in THREAD_VARIABLES}
     subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from ..tasks import TASKS, check_task
 from ..utils import file_mode, resolve_device, write_json
 from .executors import parse_executor, require_dask, run_dask, run_job
-from .notebook import check_params
+from .notebook import check_params, parse_seeds
 from .results import runs_dir, write_results
 
 RESERVED = {"fast": "--mode", "seed": "--seeds", "seeds": "--seeds", "task": "--tasks", "output_dir": "--name"}
@@ -192,7 +192,7 @@ def _estimate(job: Job, mode: str, previous: dict[str, float]) -> float:
     seed), or an earlier run's if that took longer (a slower machine, a heavier task)."""
     index = 0 if mode == "fast" else 1
     number = job.notebook.name[:2]
-    seeds = len(str(job.parameters.get("seeds", "0")).split(","))
+    seeds = len(parse_seeds(job.parameters["seeds"])) if "seeds" in job.parameters else 1
     built_in = TASK_ESTIMATES.get((number, job.task), ESTIMATES.get(number, DEFAULT_ESTIMATE))[index] + \
         (seeds - 1) * PER_EXTRA_SEED.get(number, ESTIMATES.get(number, DEFAULT_ESTIMATE))[index]
     earlier = previous.get(f"{job.notebook.stem}|{job.task}", previous.get(job.notebook.stem, 0.0))
