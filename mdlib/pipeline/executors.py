@@ -113,8 +113,11 @@ def shared_needs(jobs: list) -> list[tuple[str, int]]:
 def prepare_checkpoints(task: str, seed: int, fast: bool, device: str, df_size, threads: int | None = None) -> None:
     """Train (or find) the original model of (task, seed) and, with a `df_size`, its Retrain on that request,
     as notebook `01` would; run on a worker before the jobs that load them."""
-    if threads:
+    if threads:  # this runs in the worker's own process, which may have imported torch already
+        import torch
+
         os.environ.update({v: str(threads) for v in THREAD_VARIABLES})
+        torch.set_num_threads(threads)
     from ..tasks import load_task
     from ..utils import resolve_fast
     from .original import original_model, retrained_model
@@ -134,9 +137,10 @@ def phases(jobs: list) -> tuple[list, list]:
 
 
 def run_dask(jobs: list, done: Callable[[object, dict], bool], *, address: str, workers: int, device: str,
-             kernel: str, timeout: int | None, prepare: Callable | None = None) -> int:
+             kernel: str, timeout: int | None, prepare: Callable | None = None, threads: int | None = None) -> int:
     """Run `jobs` on a Dask scheduler (a new LocalCluster when `address` is ""): the shared checkpoints no
-    `01` job trains first (`prepare`, once per (task, seed)), then the `01` jobs, then the rest.
+    `01` job trains first (`prepare`, once per (task, seed)), then the `01` jobs, then the rest. `threads`
+    caps each job's math threads (default: cores / workers on a local cluster, the workers' own on a remote one).
 
     `done(job, record)` is called in this process as each job ends and returns whether it was recorded.
     Every job runs whatever the others do; returns 0, or 1 when any failed, was skipped or not recorded."""
@@ -145,7 +149,6 @@ def run_dask(jobs: list, done: Callable[[object, dict], bool], *, address: str, 
 
     if address:
         client, cluster = Client(address, timeout="30s"), None
-        threads = None  # the cluster's workers keep their own settings
         resources = {"GPU": 1} if device.startswith("cuda") else None
         if resources and not any(w.get("resources", {}).get("GPU") for w in
                                  client.scheduler_info()["workers"].values()):
@@ -156,7 +159,7 @@ def run_dask(jobs: list, done: Callable[[object, dict], bool], *, address: str, 
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):  # no rerun of a job that killed its worker
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client, resources = Client(cluster), None
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = threads or max(1, (os.cpu_count() or 1) // workers)
     prepare = prepare or prepare_checkpoints
     status, futures = 0, {}
     failed_keys: set = set()

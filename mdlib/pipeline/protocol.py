@@ -321,8 +321,8 @@ class Table1:
             kept = group[group["test_d_test"] >= original_d_test - COLLAPSE_DROP]
             chosen = group[group["chosen"]].iloc[0]
             oracle = kept.loc[kept["test_abs_dist_retrain"].idxmin()] if len(kept) else None
-            rows.append({"method": method, "chosen": chosen["setting"], "chosen_distance": chosen["test_abs_dist_retrain"],
-                         "chosen_d_test": chosen["test_d_test"],
+            rows.append({"method": method, "chosen": chosen["setting"],
+                         "chosen_distance": chosen["test_abs_dist_retrain"], "chosen_d_test": chosen["test_d_test"],
                          "oracle": None if oracle is None else oracle["setting"],
                          "oracle_distance": math.nan if oracle is None else oracle["test_abs_dist_retrain"],
                          "agrees": oracle is not None and oracle["setting"] == chosen["setting"]})
@@ -351,20 +351,14 @@ def run(task: Task, methods: list[str], seeds: list[int], size: int | float = 0.
     setting on every seed's evaluation request, score every final model against that seed's Retrain. The first
     `reference_seeds` seeds also get a second Retrain (the noise floor). Finished runs come from `cache`."""
     cache = cache or RunCache()
-    methods = [m for m in dict.fromkeys(methods) if not m.startswith("retrain")]
-    for m in methods:
-        grid(m)  # unknown names fail here, before any training
+    notes: dict[str, list[str]] = {}
+    methods = _runnable(methods, task, notes)
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
             raise ValueError(f"seeds must be non-negative ints, got {s!r}")
         if s >= RESERVED_SEEDS:
             raise ValueError(f"the protocol evaluates seeds 0 to {RESERVED_SEEDS - 1} (the tuning request avoids "
                              f"their forget sets), got {s}")
-    notes: dict[str, list[str]] = {}
-    for m in methods:
-        if not applicable(m, task):
-            notes[m] = [f"{m} is not defined on {task.name} (N/A in the paper too): not run"]
-    methods = [m for m in methods if applicable(m, task)]
     n_units = forget_count(size, len(task.train.units()))
 
     total = len(methods) * GRID_POINTS + len(methods) * len(seeds)
@@ -384,14 +378,24 @@ def chosen_settings(task: Task, methods: list[str], size: int | float = 0.05, *,
     run a method with it (`get_method(name, **setting)`) instead of its defaults; the runs come from `cache`
     where `run` already made them."""
     cache = cache or RunCache()
-    methods = [m for m in dict.fromkeys(methods) if not m.startswith("retrain") and applicable(m, task)]
-    for m in methods:
-        grid(m)
+    methods = _runnable(methods, task)
     bar = progress_bar(total=len(methods) * GRID_POINTS, desc=f"tuning {task.name}", disable=not progress)
     try:
         return _tune(task, methods, size, fast=fast, device=device, cache=cache, bar=bar, notes={})[1]
     finally:
         bar.close()
+
+
+def _runnable(methods: list[str], task: Task, notes: dict[str, list[str]] | None = None) -> list[str]:
+    """`methods` without repeats or Retrain, each name checked (an unknown one fails here, before any training),
+    less those not defined on the task (each noted in `notes`)."""
+    methods = [m for m in dict.fromkeys(methods) if not m.startswith("retrain")]
+    for m in methods:
+        grid(m)
+    for m in methods:
+        if not applicable(m, task) and notes is not None:
+            notes[m] = [f"{m} is not defined on {task.name} (N/A in the paper too): not run"]
+    return [m for m in methods if applicable(m, task)]
 
 
 def _request_id(task: Task, forget: ExampleSet, original: MultimodalModel) -> list:

@@ -458,7 +458,7 @@ class _Record:
 
 
 def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool = True,
-             executor: str = "local", workers: int = 2, device: str = "auto") -> int:
+             executor: str = "local", workers: int = 2, device: str = "auto", threads: int | None = None) -> int:
     """Execute the jobs, holding the run folder's lock; returns 0, 1 after a failure (its notebook is kept;
     the local executor stops at the first one, Dask runs the others), 2 when the folder is busy or cannot
     be written, 130 when interrupted."""
@@ -474,7 +474,7 @@ def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progres
     previous = _on_sigterm(_interrupted)
     try:
         return _run_jobs(plan, mode=mode, kernel=kernel, timeout=timeout, progress=progress, executor=executor,
-                         workers=workers, device=device)
+                         workers=workers, device=device, threads=threads)
     except KeyboardInterrupt:  # between jobs: every finished job is already recorded
         print(f"mdlib-run: interrupted; the jobs that finished are recorded in {plan.run_dir / 'timings.json'}",
               file=sys.stderr)
@@ -485,7 +485,7 @@ def run_plan(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progres
 
 
 def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progress: bool, executor: str = "local",
-              workers: int = 2, device: str = "auto") -> int:
+              workers: int = 2, device: str = "auto", threads: int | None = None) -> int:
     try:
         record = _Record(plan.run_dir, mode)
     except PlanError as e:
@@ -507,7 +507,7 @@ def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progre
             return _save(record, entry, plan.run_dir)
 
         status = run_dask(plan.jobs, done, address=address, workers=workers, device=device, kernel=kernel,
-                          timeout=timeout)
+                          timeout=timeout, threads=threads)
         total = format_duration(time.perf_counter() - start_all)
         print(f"{'finished with failures' if status else 'finished'} after {total}; results in "
               f"{plan.run_dir / 'results.csv'}", flush=True)
@@ -517,7 +517,7 @@ def _run_jobs(plan: Plan, *, mode: str, kernel: str, timeout: int | None, progre
     for i, job in enumerate(plan.jobs, 1):
         print(f"[{i}/{n}] {job.label}  (elapsed {format_duration(time.perf_counter() - start_all)}, "
               f"estimate {format_duration(job.estimate)})", flush=True)
-        entry = run_job(job, kernel, timeout, progress)
+        entry = run_job(job, kernel, timeout, progress, threads)
         outcome, seconds, error = entry["status"], entry["seconds"], entry.get("error")
         _report(job, entry, f"{i}/{n}")
         saved = _save(record, entry, plan.run_dir)
@@ -596,9 +596,13 @@ def parser() -> argparse.ArgumentParser:
                    help="local: one job after another (default); dask: a local Dask cluster; dask://HOST:PORT: "
                         "an existing Dask scheduler")
     p.add_argument("--workers", type=int, default=None, help="workers of --executor dask (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="math threads of each notebook's kernel, in either executor (default: all cores for local, "
+                        "cores / workers for a local cluster, a remote cluster's own setting). Training sums in "
+                        "another order with another thread count, so two runs give identical numbers only at equal "
+                        "threads")
     p.add_argument("--resume", action="store_true",
                    help="skip the jobs timings.json records as ok whose executed notebook exists")
-    return p
     return p
 
 
@@ -638,7 +642,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     return run_plan(plan, mode=args.mode, kernel=args.kernel, timeout=args.timeout, progress=not args.no_progress,
-                    executor=args.executor, workers=args.workers or 2, device=args.device)
+                    executor=args.executor, workers=args.workers or 2, device=args.device, threads=args.threads)
 
 
 def _check_executor(args: argparse.Namespace) -> str | None:
@@ -655,6 +659,8 @@ def _check_executor(args: argparse.Namespace) -> str | None:
                             "scheduler has its own workers, and --executor local runs one job at a time")
         if args.workers < 1:
             raise PlanError(f"--workers takes a positive int such as 2, got {args.workers}")
+    if args.threads is not None and args.threads < 1:
+        raise PlanError(f"--threads takes a positive int such as 1, got {args.threads}")
     return address
 
 

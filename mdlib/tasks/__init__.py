@@ -37,10 +37,9 @@ def load_task(name: str = "retrieval", *, fast: bool = False, world: WorldConfig
         from .entailment import EntailmentTask as cls
     else:
         from .nlvr import NLVRTask as cls
-    options = {"per_pair": cls.statements_per_pair(fast)} if name == "nlvr" else {}
     # each task trains its own tokenizer on its own texts, cached next to the world
     return cls.build(world, model_defaults, tokenizer_path=world_path(world_cfg).with_name(
-        world_path(world_cfg).name + f"-{name}-tokenizer"), **options)
+        world_path(world_cfg).name + f"-{name}-tokenizer"), **cls.build_options(fast))
 
 
 __all__ = ["TASKS", "Task", "Encoded", "RetrievalTask", "load_task", "check_task", "derangement"]

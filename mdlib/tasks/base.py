@@ -69,6 +69,11 @@ class Task:
         units: ForgetSplit = select_forget(self.train.units(), size, seed)
         return self.train.with_units(units.forget, "D_f"), self.train.with_units(units.retain, "D_r")
 
+    @classmethod
+    def build_options(cls, fast: bool) -> dict:
+        """Keyword arguments that `load_task` passes to `build` in fast or full mode (none by default)."""
+        return {}
+
     def train_overrides(self, fast: bool) -> dict:
         """Changes to the default TrainConfig for this task's original model (none by default)."""
         return {}

@@ -47,6 +47,10 @@ class NLVRTask(StatementTask):
         varies from run to run. The fast world is too small to learn anyway."""
         return 8 if fast else 16
 
+    @classmethod
+    def build_options(cls, fast: bool) -> dict:
+        return {"per_pair": cls.statements_per_pair(fast)}
+
     def train_overrides(self, fast: bool) -> dict:
         """Full mode: every statement in every epoch, 20 epochs (see `statements_per_pair`)."""
         return {} if fast else {"one_per_unit": False, "epochs": 20, "eval_every": 2}
