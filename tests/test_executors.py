@@ -151,28 +151,34 @@ def test_two_jobs_that_load_the_same_checkpoints_find_them_trained_once(tmp_path
         assert float(lines[0]) <= min(j["started"] for j in done if j["seed"] == seed)
 
 
-def test_threads_reach_every_job_in_both_executors(tmp_path, monkeypatch, capsys):
+def test_threads_reach_every_job_in_both_executors_and_dask_worker_settings_do_not(tmp_path, scheduler, monkeypatch,
+                                                                                    capsys):
     """--threads sets the kernels' math threads whichever executor runs them; without it a local cluster gives
-    each worker cores / workers."""
+    each worker cores / workers. Dask's MALLOC_TRIM_THRESHOLD_ for its workers never reaches a job's kernel."""
     d = tmp_path / "notebooks"
     d.mkdir()
     nb = nbformat.read(FIXTURE, as_version=4)
+    environ = '__import__("os").environ'
     nb.cells[2].source = nb.cells[2].source.replace(
-        '"value": float(bool(fast))}', '"value": float(__import__("os").environ.get("OMP_NUM_THREADS", 0))}')
+        '"value": float(bool(fast))}', f'"value": float({environ}.get("OMP_NUM_THREADS", 0))}}').replace(
+        '"value": scale * (seed + 1)}', f'"value": float("MALLOC_TRIM_THRESHOLD_" in {environ})}}')
     nbformat.write(nb, d / "02_threads.ipynb")
     monkeypatch.setattr("os.cpu_count", lambda: 4)  # the driver computes the local cluster's default
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
 
-    def threads(name):
+    def column(name, metric):
         table = (tmp_path / "runs" / name / "results.csv").read_text().splitlines()
-        return {line.split(",")[-1] for line in table if ",fast," in line}
+        return {line.split(",")[-1] for line in table if f",{metric}," in line}
 
     assert run(d, "--name", "seq", "--threads", "1") == 0, capsys.readouterr().err
     assert run(d, "--name", "par", "--executor", "dask", "--workers", "2", "--threads", "1") == 0
-    assert threads("seq") == threads("par") == {"1.0"}
+    assert column("seq", "fast") == column("par", "fast") == {"1.0"}
     assert (tmp_path / "runs" / "seq" / "results.csv").read_text() == \
         (tmp_path / "runs" / "par" / "results.csv").read_text()
     assert run(d, "--name", "default", "--executor", "dask", "--workers", "2") == 0
-    assert threads("default") == {"2.0"}
+    assert column("default", "fast") == {"2.0"}
+    assert run(d, "--name", "remote", "--executor", scheduler) == 0  # a cluster started with Dask's defaults
+    for name in ("seq", "par", "default", "remote"):
+        assert column(name, "d_test") == {"0.0"}, name
     assert run(d, "--dry-run", "--threads", "0") == 2
     assert "--threads takes a positive int" in capsys.readouterr().err
