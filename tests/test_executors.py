@@ -182,3 +182,21 @@ def test_threads_reach_every_job_in_both_executors_and_dask_worker_settings_do_n
         assert column(name, "d_test") == {"0.0"}, name
     assert run(d, "--dry-run", "--threads", "0") == 2
     assert "--threads takes a positive int" in capsys.readouterr().err
+
+
+def test_real_fast_notebooks_give_the_sequential_rows_on_a_local_cluster(tmp_path, trained_fast_model, monkeypatch,
+                                                                         capsys):
+    """Notebook 02 in fast mode for seeds 0 and 1, sequential and then on two workers at --threads 1: the same
+    results.csv rows, timings aside (the sequential run trains the checkpoints the cluster then loads)."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # --threads sets them here; restored afterwards
+        monkeypatch.delenv(variable, raising=False)
+    common = ["--runs-dir", str(tmp_path), "--no-progress", "--mode", "fast", "--notebooks", "02",
+              "--seeds", "0,1", "--threads", "1"]
+    assert main([*common, "--name", "seq"]) == 0, capsys.readouterr().err
+    assert main([*common, "--name", "par", "--executor", "dask", "--workers", "2"]) == 0, capsys.readouterr().err
+
+    def rows(name):
+        lines = (tmp_path / name / "results.csv").read_text().splitlines()
+        return sorted(line for line in lines if ",seconds," not in line and ",time_vs_retrain," not in line)
+
+    assert len(rows("seq")) > 10 and rows("seq") == rows("par")
