@@ -72,16 +72,22 @@ def run_job(job, kernel: str, timeout: int | None, progress: bool = False, threa
 
     `threads` caps the math threads of the job's kernel (which inherits this process's environment)."""
     os.environ["MDLIB_BATCH"] = "1"  # interactive widgets draw static figures instead
-    for variable in WORKER_ONLY_VARIABLES:
-        os.environ.pop(variable, None)
-    if threads:
-        os.environ.update({v: str(threads) for v in THREAD_VARIABLES})
+    job_environment(threads)
     started = time.time()
     try:
         error = execute(job, kernel, timeout, progress)
     except KeyboardInterrupt:
         error = "interrupted"
     return timing_record(job, started, time.time(), error)
+
+
+def job_environment(threads: int | None) -> None:
+    """The environment a job's kernel inherits from this process: without the Dask workers' own variables,
+    and with `threads` math threads when given."""
+    for variable in WORKER_ONLY_VARIABLES:
+        os.environ.pop(variable, None)
+    if threads:
+        os.environ.update({v: str(threads) for v in THREAD_VARIABLES})
 
 
 def timing_record(job, started: float, finished: float, error: str | None) -> dict:
@@ -119,10 +125,10 @@ def shared_needs(jobs: list) -> list[tuple[str, int]]:
 def prepare_checkpoints(task: str, seed: int, fast: bool, device: str, df_size, threads: int | None = None) -> None:
     """Train (or find) the original model of (task, seed) and, with a `df_size`, its Retrain on that request,
     as notebook `01` would; run on a worker before the jobs that load them."""
+    job_environment(threads)
     if threads:  # this runs in the worker's own process, which may have imported torch already
         import torch
 
-        os.environ.update({v: str(threads) for v in THREAD_VARIABLES})
         torch.set_num_threads(threads)
     from ..tasks import load_task
     from ..utils import resolve_fast
