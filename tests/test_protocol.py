@@ -76,7 +76,9 @@ def test_the_protocol_reports_each_methods_own_final_model_and_caches_its_runs(
                          progress=False)
     tuning = table.tuning[table.tuning["method"] == "neggrad-f"]
     assert len(tuning) == protocol.GRID_POINTS and tuning["chosen"].sum() == 1
-    assert tuning.loc[tuning["chosen"], "selection"].item() == tuning["selection"].max()
+    original_utility = table.tuning.set_index("method").loc["original", "val_utility"]
+    kept = tuning[tuning["val_utility"] >= original_utility - protocol.COLLAPSE_DROP]
+    assert tuning.loc[tuning["chosen"], "selection"].item() == (kept if len(kept) else tuning)["selection"].max()
     # the selection rule: validation utility minus the two-sided gap between D_f and never-seen data
     np.testing.assert_allclose(tuning["selection"], tuning["val_utility"] - (tuning["d_f"] - tuning["d_val"]).abs())
     row = table.evaluation.set_index("method").loc["neggrad-f"]
@@ -105,6 +107,19 @@ def test_the_protocol_reports_each_methods_own_final_model_and_caches_its_runs(
     assert other.chosen == table.chosen
     assert not np.isclose(other.evaluation.set_index("method").loc["neggrad-f", "dist_retrain"],
                           row["dist_retrain"])
+
+
+def test_the_choice_passes_over_a_destroyed_model_unless_every_setting_destroyed_it():
+    """A model whose validation utility fell more than COLLAPSE_DROP below the original's places D_f like
+    never-seen data (gap near 0): it wins on `selection` alone, and `choose` passes it over."""
+    def run(point, utility, gap):
+        return {"point": point, "val_utility": utility, "selection": utility - gap}
+
+    destroyed, mild, milder = run(0, 69.0, 5.0), run(1, 87.0, 27.0), run(2, 86.0, 27.0)
+    assert destroyed["selection"] > mild["selection"] > milder["selection"]
+    assert protocol.choose([destroyed, mild, milder], original_utility=88.0) is mild
+    assert protocol.choose([destroyed, run(1, 70.0, 20.0)], original_utility=88.0) is destroyed  # all destroyed
+    assert protocol.choose([run(0, 87.0, 1.0), run(1, 87.0, 1.0)], original_utility=88.0)["point"] == 0  # a tie
 
 
 def test_bad_protocol_arguments_are_refused_before_any_work(fast_task, tmp_path, monkeypatch):

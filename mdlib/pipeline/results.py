@@ -18,7 +18,7 @@ import pandas as pd
 from ..utils import atomic_write
 
 __all__ = ["COLUMNS", "METHOD_ORDER", "PAPER_COLUMNS", "PAPER", "collect", "write_results", "summarise",
-           "paper_table", "runs_dir", "method_order"]
+           "paper_table", "runs_dir", "method_order", "is_timing"]
 
 COLUMNS = ["notebook", "task", "method", "seed", "df_size", "metric", "value"]
 
@@ -26,6 +26,12 @@ COLUMNS = ["notebook", "task", "method", "seed", "df_size", "metric", "value"]
 METHOD_ORDER = ["original", "retrain", "finetune", "finetune-f", "neggrad", "neggrad-f", "dtd", "dtd-f",
                 "l-codec", "l-codec-f", "erm-ktp", "erm-ktp-f", "ul", "ul-f", "multidelete", "multidelete-f",
                 "multidelete-no-md", "multidelete-no-ukr", "multidelete-no-mkr"]
+
+
+def is_timing(metric: str) -> bool:
+    """Whether a results.csv metric is a wall-clock measurement (`seconds`, `sweep_seconds`, `time_vs_retrain`,
+    `step_ms_cached`, ...): it differs between two runs of the same jobs, where every other metric is equal."""
+    return metric.endswith("seconds") or metric.startswith("step_ms") or metric == "time_vs_retrain"
 
 
 def runs_dir() -> Path:
