@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from mdlib.pipeline.results import is_timing
+
 ROOT = Path(__file__).resolve().parents[1]
-TIMING_METRICS = ("seconds", "time_vs_retrain")
 
 
 def run(executor: list[str], work: Path, name: str, args: argparse.Namespace) -> float:
@@ -44,8 +45,19 @@ def run(executor: list[str], work: Path, name: str, args: argparse.Namespace) ->
 
 def rows(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path)
-    table = table[~table["metric"].isin(TIMING_METRICS)]
+    table = table[~table["metric"].map(is_timing)]
     return table.sort_values(list(table.columns[:-1])).reset_index(drop=True)
+
+
+def show_differences(a: pd.DataFrame, b: pd.DataFrame, limit: int = 10) -> None:
+    """Print the rows that only one run wrote, or whose values differ most (at most `limit` of each)."""
+    keys = list(a.columns.drop("value"))
+    merged = a.merge(b, on=keys, how="outer", suffixes=("_sequential", "_dask"), indicator=True)
+    alone = merged[merged["_merge"] != "both"]
+    if len(alone):
+        print(f"{len(alone)} rows written by one run only:\n{alone.head(limit).to_string()}")
+    both = merged[merged["_merge"] == "both"].assign(diff=lambda t: (t["value_sequential"] - t["value_dask"]).abs())
+    print(f"largest differences:\n{both.nlargest(limit, 'diff').to_string()}")
 
 
 def job_seconds(path: Path) -> dict[str, float]:
@@ -81,9 +93,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "data", help="where the generated worlds are")
     ap.add_argument("--threads", type=int, default=1,
                     help="math threads of every job in both runs (the runner's --threads; default 1)")
+    ap.add_argument("--keep", type=Path, help="an empty folder to keep both runs in (default: a temporary one, removed)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            work = args.keep
         sequential = run([], work, "sequential", args)
         print(f"sequential ({args.threads} thread(s) per job): {sequential:7.1f} s", flush=True)
         parallel = run(["--executor", "dask", "--workers", str(args.workers)], work, "dask", args)
@@ -92,6 +108,8 @@ def main() -> None:
         same_rows = a.shape == b.shape and a.drop(columns="value").equals(b.drop(columns="value"))
         largest = float((a["value"] - b["value"]).abs().max()) if same_rows else float("nan")
         same = same_rows and largest == 0.0
+        if not same:
+            show_differences(a, b)
         where = breakdown(work, {"sequential": sequential, "dask": parallel}, args.workers)
     ratio = parallel / sequential
     print(f"dask / sequential: {ratio:.2f}; results.csv identical (timings aside): {same} ({len(a)} rows, "
