@@ -185,6 +185,22 @@ def test_threads_reach_every_job_in_both_executors_and_dask_worker_settings_do_n
     assert "--threads takes a positive int" in capsys.readouterr().err
 
 
+def test_cuda_jobs_take_one_gpu_each_on_a_cluster_whose_workers_offer_gpus(nbdir, monkeypatch, capsys):
+    """With --device cuda on an existing scheduler, each job asks for one `GPU` resource: a worker with two
+    threads but one GPU runs its jobs one after another. (The fixture notebook declares no `device`, so no
+    GPU is needed: the check is the scheduling, not CUDA.)"""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None,
+                      resources={"GPU": 1}) as cluster:
+        address = cluster.scheduler_address.replace("tcp://", "dask://")
+        assert run(nbdir, "--name", "gpu", "--executor", address, "--device", "cuda", "--seeds", "0,1,2") == 0
+    assert "offers a GPU resource" not in capsys.readouterr().err
+    done = sorted(jobs(nbdir, "gpu"), key=lambda j: j["started"])
+    assert len(done) == 6 and all(j["status"] == "ok" for j in done)
+    assert all(a["finished"] <= b["started"] for a, b in zip(done, done[1:]))  # never two at once on one GPU
+
+
 def test_real_fast_notebooks_give_the_sequential_rows_on_a_local_cluster(tmp_path, trained_fast_model, monkeypatch,
                                                                          capsys):
     """Notebook 02 in fast mode for seeds 0 and 1, sequential and then on two workers at --threads 1: the same
