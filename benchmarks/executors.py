@@ -93,7 +93,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "data", help="where the generated worlds are")
     ap.add_argument("--threads", type=int, default=1,
                     help="math threads of every job in both runs (the runner's --threads; default 1)")
-    ap.add_argument("--keep", type=Path, help="an empty folder to keep both runs in (default: a temporary one, removed)")
+    ap.add_argument("--keep", type=Path,
+                    help="an empty folder to keep both runs in (default: a temporary one, removed)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

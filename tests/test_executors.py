@@ -185,7 +185,7 @@ def test_threads_reach_every_job_in_both_executors_and_dask_worker_settings_do_n
     assert "--threads takes a positive int" in capsys.readouterr().err
 
 
-def test_cuda_jobs_take_one_gpu_each_on_a_cluster_whose_workers_offer_gpus(nbdir, monkeypatch, capsys):
+def test_cuda_jobs_take_one_gpu_each_on_a_cluster_whose_workers_offer_gpus(nbdir, capsys):
     """With --device cuda on an existing scheduler, each job asks for one `GPU` resource: a worker with two
     threads but one GPU runs its jobs one after another. (The fixture notebook declares no `device`, so no
     GPU is needed: the check is the scheduling, not CUDA.)"""
