@@ -98,6 +98,23 @@ def test_baseline_changes_model_deterministically(env, name):
     assert "step" in first.best and "d_f" in first.best and first.history
 
 
+@pytest.mark.parametrize("name", [m for m in BASELINES if not m.startswith("retrain")] + ["multidelete", "multidelete-f"])
+def test_skipping_the_logging_checks_gives_the_same_model(env, name):
+    """history=False (the protocol's runs) skips only checks nothing reads: the same f', a shorter log."""
+    hparams = fast_hparams(name)
+    if "select" in get_method(name).config.__dataclass_fields__:
+        hparams["select"] = "last"
+    logged = unlearn(name, env.model, env.task, env.forget, env.retain, env.val, seed=0, progress=False, **hparams)
+    quiet = unlearn(name, env.model, env.task, env.forget, env.retain, env.val, seed=0, progress=False,
+                    history=False, **hparams)
+    a, b = logged.model.state_dict(), quiet.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), f"{name}: skipping the logging checks changed f'"
+    assert quiet.notes == logged.notes
+    assert len(quiet.history) <= len(logged.history)
+    if name.startswith(("finetune", "multidelete")):  # no guard, nothing to pick: no check at all
+        assert quiet.history == [{"step": logged.history[-1]["step"]}] and "d_f" in logged.history[-1]
+
+
 def test_different_seeds_give_different_models(env):
     a, b = run(env, "dtd", seed=0), run(env, "dtd", seed=1)
     assert not torch.equal(a.model.head[0].weight, b.model.head[0].weight)

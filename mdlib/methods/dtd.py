@@ -164,7 +164,7 @@ class DtD(Method):
         params = self.trainable_parameters(result.model)
         add_gaussian_noise(params, sigma, torch.Generator().manual_seed(seed))
         result.best = check_after(result.model, task, forget, retain, val, seed, result.history, steps,
-                                  {"noise_sigma": sigma})
+                                  {"noise_sigma": sigma}) if self.log_checks else {"step": steps, "noise_sigma": sigma}
         result.notes.append(f"Gaussian noise with sigma={sigma:.4g} added to {sum(p.numel() for p in params)} weights "
                             f"after {steps} steps (n={n}" + ("" if cfg.sigma is not None else ", " + ", ".join(
                                 f"{k}={v:.4g}" for k, v in cfg.constants(n).items())) + ")")

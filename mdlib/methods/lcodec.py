@@ -340,7 +340,8 @@ class LCodec(Method):
                 accepted_val = val_now
             remaining -= m
             notes.append(note)
-        best = check_after(new, task, forget, retain, val, seed, history, len(steps))
+        best = check_after(new, task, forget, retain, val, seed, history, len(steps)) if self.log_checks else \
+            {"step": len(steps)}
         return UnlearnResult(new, self.full_name, dataclasses.asdict(cfg), 0.0, history, best, notes)
 
     def select(self, model: MultimodalModel, task: Task, batch: Batch, rows: Rows, vocab: torch.Tensor,

@@ -287,7 +287,8 @@ class RunCache:
 
 def _run_once(task: Task, name: str, setting: dict, original: MultimodalModel, forget: ExampleSet,
               retain: ExampleSet, seed: int) -> tuple[MultimodalModel, dict]:
-    result = get_method(name, **setting).unlearn(original, task, forget, retain, task.val, seed=seed, progress=False)
+    result = get_method(name, **setting).unlearn(original, task, forget, retain, task.val, seed=seed, progress=False,
+                                                 history=False)
     changed = any(not torch.equal(a, b) for a, b in zip(original.state_dict().values(),
                                                         result.model.state_dict().values()))
     return result.model, {"seconds": result.seconds, "changed": float(changed), "notes": result.notes}
