@@ -30,7 +30,8 @@ included, goes through the same four steps:
 4. **The chosen setting runs unchanged** on every seed's evaluation request, from that seed's
    original model, and is scored against that seed's Retrain (`score`): the paper's D_test and
    D_f score, the distance to Retrain (signed and absolute), the KS forget quality against
-   Retrain, the paper's MI ratio with collapse flagged, and the time as a fraction of Retrain's.
+   Retrain, the paper's MI ratio with collapse flagged, and the time as a fraction of Retrain's
+   (every run goes with `history=False`: no validation check that would only fill its log).
    A second Retrain (another training seed, same request) gives the noise floor of the distance
    and of the KS test (`Reference`).
 
