@@ -98,7 +98,8 @@ def test_baseline_changes_model_deterministically(env, name):
     assert "step" in first.best and "d_f" in first.best and first.history
 
 
-@pytest.mark.parametrize("name", [m for m in BASELINES if not m.startswith("retrain")] + ["multidelete", "multidelete-f"])
+@pytest.mark.parametrize("name", [m for m in BASELINES if not m.startswith("retrain")]
+                         + ["multidelete", "multidelete-f"])
 def test_skipping_the_logging_checks_gives_the_same_model(env, name):
     """history=False (the protocol's runs) skips only checks nothing reads: the same f', a shorter log."""
     hparams = fast_hparams(name)
