@@ -12,7 +12,9 @@ included, goes through the same four steps:
    forget set every notebook uses, `task.forget_split(size, s)`; the *tuning request* is drawn once
    per task among the units that no evaluation request of seeds 0 to RESERVED_SEEDS - 1 holds.
 2. **A grid per method** (`GRIDS`): GRID_POINTS settings of the method's own key hyperparameters, the
-   same number for every method, run on the seed-0 original model and the tuning request. Each run
+   same number for every method, run on the seed-0 original model and the tuning request. Fast mode runs
+   each grid's FAST_GRID_POINTS corners (its first and last settings: every key at its lowest, then at its
+   highest value), again the same number for every method. Each run
    keeps its final model (`select="last"`): no checkpoint is picked on D_f, and a method's output is
    never replaced by the original's weights. The task's hand-tuned method defaults
    (`Task.METHOD_OVERRIDES`) are not used: every method starts from its source's settings.
@@ -65,12 +67,13 @@ from ..tasks.base import Task
 from ..utils import config_hash, data_dir, progress_bar, write_json
 from .original import original_model, retrained_model
 
-__all__ = ["GRIDS", "GRID_POINTS", "COMPUTE_CAP", "RESERVED_SEEDS", "Table1", "Reference", "applicable",
-           "chosen_settings", "choose", "evaluation_request", "grid", "run", "score", "selection_score",
-           "tuning_request", "RunCache"]
+__all__ = ["GRIDS", "GRID_POINTS", "FAST_GRID_POINTS", "COMPUTE_CAP", "RESERVED_SEEDS", "Table1", "Reference",
+           "applicable", "chosen_settings", "choose", "evaluation_request", "grid", "grid_points", "run", "score",
+           "selection_score", "tuning_request", "RunCache"]
 
 PROTOCOL_VERSION = 1
 GRID_POINTS = 4  # settings per method, the same for every method
+FAST_GRID_POINTS = 2  # fast mode: each grid's first and last settings (a smoke run, not a tuning)
 COMPUTE_CAP = 0.15  # at most this fraction of Retrain's wall time per run (reported and flagged)
 RESERVED_SEEDS = 5  # the tuning request avoids the evaluation requests of seeds 0..RESERVED_SEEDS-1
 TUNING_SEED = 10_007  # draws the tuning request
@@ -128,8 +131,9 @@ def applicable(name: str, task: Task) -> bool:
     return not (name.startswith("erm-ktp") and task.variable_image_tokens)
 
 
-def grid(name: str) -> list[dict]:
-    """The GRID_POINTS settings (hyperparameters for `get_method`) of method `name`, e.g. "multidelete-f"."""
+def grid(name: str, fast: bool = False) -> list[dict]:
+    """The GRID_POINTS settings (hyperparameters for `get_method`) of method `name`, e.g. "multidelete-f";
+    with `fast`, only the first and the last of them (FAST_GRID_POINTS)."""
     if name not in available() or name.startswith("retrain"):
         raise ValueError(f"no grid for {name!r}; methods with a grid: "
                          f"{', '.join(m for m in available() if not m.startswith('retrain'))}")
@@ -146,7 +150,12 @@ def grid(name: str) -> list[dict]:
         if hasattr(defaults, "select"):
             setting["select"] = "last"
         settings.append(setting)
-    return settings
+    return [settings[0], settings[-1]] if fast else settings
+
+
+def grid_points(fast: bool = False) -> int:
+    """How many settings every method's grid has: GRID_POINTS, or FAST_GRID_POINTS in fast mode."""
+    return FAST_GRID_POINTS if fast else GRID_POINTS
 
 
 # -- scores ----------------------------------------------------------------------------------------------
@@ -375,7 +384,7 @@ def run(task: Task, methods: list[str], seeds: list[int], size: int | float = 0.
                              f"their forget sets), got {s}")
     n_units = forget_count(size, len(task.train.units()))
 
-    total = len(methods) * GRID_POINTS + len(methods) * len(seeds)
+    total = len(methods) * grid_points(fast) + len(methods) * len(seeds)
     bar = progress_bar(total=total, desc=f"protocol {task.name}", disable=not progress)
     try:
         tuning, chosen = _tune(task, methods, size, fast=fast, device=device, cache=cache, bar=bar, notes=notes)
@@ -393,7 +402,7 @@ def chosen_settings(task: Task, methods: list[str], size: int | float = 0.05, *,
     where `run` already made them."""
     cache = cache or RunCache()
     methods = _runnable(methods, task)
-    bar = progress_bar(total=len(methods) * GRID_POINTS, desc=f"tuning {task.name}", disable=not progress)
+    bar = progress_bar(total=len(methods) * grid_points(fast), desc=f"tuning {task.name}", disable=not progress)
     try:
         return _tune(task, methods, size, fast=fast, device=device, cache=cache, bar=bar, notes={})[1]
     finally:
@@ -438,7 +447,7 @@ def _tune(task, methods, size, *, fast, device, cache, bar, notes) -> tuple[pd.D
     chosen = {}
     for name in methods:
         mine = []
-        for point, setting in enumerate(grid(name)):
+        for point, setting in enumerate(grid(name, fast)):
             key = _key("tune", request, name, setting, 0)
             record = cache.get(key)
             if record is None:
