@@ -13,8 +13,8 @@ included, goes through the same four steps:
    per task among the units that no evaluation request of seeds 0 to RESERVED_SEEDS - 1 holds.
 2. **A grid per method** (`GRIDS`): GRID_POINTS settings of the method's own key hyperparameters, the
    same number for every method, run on the seed-0 original model and the tuning request. Fast mode runs
-   each grid's FAST_GRID_POINTS corners (its first and last settings: every key at its lowest, then at its
-   highest value), again the same number for every method. Each run
+   each grid's FAST_GRID_POINTS corners (its first and last settings: every key at its first listed value,
+   then at its last), again the same number for every method. Each run
    keeps its final model (`select="last"`): no checkpoint is picked on D_f, and a method's output is
    never replaced by the original's weights. The task's hand-tuned method defaults
    (`Task.METHOD_OVERRIDES`) are not used: every method starts from its source's settings.
