@@ -44,7 +44,7 @@ def test_every_method_gets_the_same_number_of_distinct_valid_settings():
         # fast mode: the grid's corners, distinct, the same number for every method
         corners = protocol.grid(m, fast=True)
         assert corners == [settings[0], settings[-1]], m
-        assert len({json.dumps(s, sort_keys=True) for s in corners}) == protocol.grid_points(fast=True), m
+        assert len({json.dumps(s, sort_keys=True) for s in corners}) == protocol.FAST_GRID_POINTS, m
     # a "-F" variant scales its own default learning rate
     assert protocol.grid("multidelete-f")[0]["lr"] == get_method("multidelete-f").config.lr
     with pytest.raises(ValueError, match="no grid"):
@@ -79,7 +79,7 @@ def test_the_protocol_reports_each_methods_own_final_model_and_caches_its_runs(
     table = protocol.run(fast_task, ["neggrad-f"], seeds=[0], size=0.05, fast=True, cache=cache, attack=False,
                          progress=False)
     tuning = table.tuning[table.tuning["method"] == "neggrad-f"]
-    assert len(tuning) == protocol.grid_points(fast=True) and tuning["chosen"].sum() == 1
+    assert len(tuning) == protocol.FAST_GRID_POINTS and tuning["chosen"].sum() == 1
     assert [json.loads(s) for s in tuning["setting"]] == protocol.grid("neggrad-f", fast=True)
     original_utility = table.tuning.set_index("method").loc["original", "val_utility"]
     kept = tuning[tuning["val_utility"] >= original_utility - protocol.COLLAPSE_DROP]

@@ -68,7 +68,7 @@ from ..utils import config_hash, data_dir, progress_bar, write_json
 from .original import original_model, retrained_model
 
 __all__ = ["GRIDS", "GRID_POINTS", "FAST_GRID_POINTS", "COMPUTE_CAP", "RESERVED_SEEDS", "Table1", "Reference",
-           "applicable", "chosen_settings", "choose", "evaluation_request", "grid", "grid_points", "run", "score",
+           "applicable", "chosen_settings", "choose", "evaluation_request", "grid", "run", "score",
            "selection_score", "tuning_request", "RunCache"]
 
 PROTOCOL_VERSION = 1
@@ -151,11 +151,6 @@ def grid(name: str, fast: bool = False) -> list[dict]:
             setting["select"] = "last"
         settings.append(setting)
     return [settings[0], settings[-1]] if fast else settings
-
-
-def grid_points(fast: bool = False) -> int:
-    """How many settings every method's grid has: GRID_POINTS, or FAST_GRID_POINTS in fast mode."""
-    return FAST_GRID_POINTS if fast else GRID_POINTS
 
 
 # -- scores ----------------------------------------------------------------------------------------------
@@ -384,7 +379,7 @@ def run(task: Task, methods: list[str], seeds: list[int], size: int | float = 0.
                              f"their forget sets), got {s}")
     n_units = forget_count(size, len(task.train.units()))
 
-    total = len(methods) * grid_points(fast) + len(methods) * len(seeds)
+    total = sum(len(grid(m, fast)) for m in methods) + len(methods) * len(seeds)
     bar = progress_bar(total=total, desc=f"protocol {task.name}", disable=not progress)
     try:
         tuning, chosen = _tune(task, methods, size, fast=fast, device=device, cache=cache, bar=bar, notes=notes)
@@ -402,7 +397,7 @@ def chosen_settings(task: Task, methods: list[str], size: int | float = 0.05, *,
     where `run` already made them."""
     cache = cache or RunCache()
     methods = _runnable(methods, task)
-    bar = progress_bar(total=len(methods) * grid_points(fast), desc=f"tuning {task.name}", disable=not progress)
+    bar = progress_bar(total=sum(len(grid(m, fast)) for m in methods), desc=f"tuning {task.name}", disable=not progress)
     try:
         return _tune(task, methods, size, fast=fast, device=device, cache=cache, bar=bar, notes={})[1]
     finally:
