@@ -13,17 +13,27 @@ and its original model have it; each is computed, none assumed:
   alone (word and word-pair counts). It bounds what a model can get without reading the image (or graph).
   For graph-text, `entity_only_accuracy` is the same for a model that knows only which gene and which
   phenotype a relation names (the label frequencies of the two entities).
+
+A fourth figure says whether MultiDelete's premise holds for what was memorised:
+
+* `pairing_gap(task, model, forget)`: how many points of f's mean P(ground truth) on D_f rest on the pairing
+  itself: they vanish when each image (graph) is paired with another example's text, and neither the image's
+  nor the text's own label survives. L_MD pulls a deleted pair towards f's output on such unrelated pairs, so
+  near 0 means one modality alone carries the memory and decoupling cannot remove it (full-mode graph-text:
+  f answers from the relation's subgraph, whatever the sentence).
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .data.examples import ExampleSet
 from .metrics import auc
 from .models import MultimodalModel
-from .tasks.base import Task
+from .tasks.base import Task, derangement
 
-__all__ = ["memorisation_auc", "df_text_overlap", "text_only_accuracy", "memorisation_report"]
+__all__ = ["memorisation_auc", "df_text_overlap", "text_only_accuracy", "pairing_probabilities", "pairing_gap",
+           "memorisation_report"]
 
 
 def memorisation_auc(task: Task, model: MultimodalModel, train: ExampleSet | None = None,
@@ -79,11 +89,50 @@ def text_only_accuracy(task: Task, seed: int = 0) -> float:
     return _fit_bag_of_words(train_docs, y_train, test_docs, y_test, seed)
 
 
+@torch.no_grad()
+def pairing_probabilities(task: Task, model: MultimodalModel, examples: ExampleSet, seed: int = 0,
+                          batch_size: int = 256) -> dict[str, float]:
+    """Mean P(ground truth) of each example with its own image (graph), `own`, and on unrelated pairs: image i
+    with the text of another example p(i) of the batch, from another deletion unit (`derangement`, seeded).
+    On an unrelated pair, `follows_image` is the probability of image i's own label and `follows_text` that of
+    text p(i)'s label: what the model answers from one modality alone. (Retrieval: every label is "matched",
+    so the two coincide.)"""
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    own, follows_image, follows_text = [], [], []
+    for batch in examples.batches(batch_size, device=device):
+        if len(batch["unit"]) < 2:  # a single example has no partner
+            continue
+        enc, labels = task.encode(model, batch), task.labels(batch)
+        perm = derangement(batch["unit"].cpu(), generator, strict=False).to(labels.device)
+        p_own = task.logits(model, task.fused(model, enc)).softmax(-1)
+        p_other = task.logits(model, task.fused(model, enc, perm)).softmax(-1)  # pair i: image i, text perm[i]
+        own.append(p_own.gather(1, labels[:, None])[:, 0].cpu())
+        follows_image.append(p_other.gather(1, labels[:, None])[:, 0].cpu())
+        follows_text.append(p_other.gather(1, labels[perm][:, None])[:, 0].cpu())
+    if not own:
+        raise ValueError("pairing_probabilities needs at least two examples")
+    return {k: float(torch.cat(v).mean()) for k, v in
+            (("own", own), ("follows_image", follows_image), ("follows_text", follows_text))}
+
+
+def pairing_gap(task: Task, model: MultimodalModel, examples: ExampleSet, seed: int = 0) -> float:
+    """Points of mean P(ground truth) that rest on the pairing itself: 100 x (`own` - the larger of
+    `follows_image` and `follows_text`, `pairing_probabilities`). Near 0: one modality alone gives f's answer,
+    so an unrelated pair, L_MD's target, still carries it. Larger: the answer needs the pair; with k balanced
+    classes at most 100 (1 - 1/k) if f is at chance on unrelated pairs, and up to 100 on retrieval, whose
+    unrelated pairs f calls unmatched."""
+    p = pairing_probabilities(task, model, examples, seed)
+    return 100.0 * (p["own"] - max(p["follows_image"], p["follows_text"]))
+
+
 def memorisation_report(task: Task, model: MultimodalModel, forget: ExampleSet, retain: ExampleSet,
                         seed: int = 0) -> dict[str, float]:
-    """`memorisation_auc`, `df_text_overlap`, `text_only_acc` (+ `entity_only_acc` for graph-text)."""
+    """`memorisation_auc`, `df_text_overlap`, `df_pairing_gap` (`pairing_gap` on D_f), `text_only_acc`
+    (+ `entity_only_acc` for graph-text)."""
     report = {"memorisation_auc": memorisation_auc(task, model), "df_text_overlap": df_text_overlap(forget, retain),
-              "text_only_acc": text_only_accuracy(task, seed)}
+              "df_pairing_gap": pairing_gap(task, model, forget, seed), "text_only_acc": text_only_accuracy(task, seed)}
     if hasattr(task, "entity_only_accuracy") and "relation" in task.train.fields:  # the embedded graph-text task
         report["entity_only_acc"] = task.entity_only_accuracy(seed)
     return report

@@ -10,7 +10,8 @@ import torch
 
 from mdlib.data.examples import ExampleSet
 from mdlib.data.reasoning import CONTRADICTION, ENTAILMENT, world_photographers
-from mdlib.memorisation import df_text_overlap, memorisation_auc, text_only_accuracy
+from mdlib.memorisation import (df_text_overlap, memorisation_auc, pairing_gap, pairing_probabilities,
+                                text_only_accuracy)
 
 
 VOCAB: dict[str, int] = {}  # shared by every set built here, so that equal words get equal ids
@@ -85,6 +86,50 @@ def test_text_only_accuracy_finds_a_text_shortcut_and_none_where_there_is_none()
     ex = _examples(texts, [1] * 600)
     task = SimpleNamespace(train=ex.subset(torch.arange(400)), test=ex.subset(torch.arange(400, 600)))
     assert text_only_accuracy(task) == 50.0
+
+
+def _stand_in(examples: ExampleSet, reads: str):
+    """A task whose "image" and "text" are example ids and whose head answers confidently with the label of the
+    image's example (`reads="image"`), of the text's (`"text"`), or, for `"pair"`, with the label when image and
+    text belong together and at chance when they do not."""
+    truth = examples.fields["label"]
+
+    class StandIn:
+        @staticmethod
+        def encode(model, batch):
+            return SimpleNamespace(image=batch["example_id"], text=batch["example_id"])
+
+        @staticmethod
+        def fused(model, enc, text_perm=None):
+            return torch.stack([enc.image, enc.text if text_perm is None else enc.text[text_perm]], 1)
+
+        @staticmethod
+        def logits(model, fused):
+            image, text = fused[:, 0], fused[:, 1]
+            if reads == "pair":  # sure of its own pairs, at chance on the others
+                return 10.0 * torch.nn.functional.one_hot(truth[image], 2).float() * (image == text)[:, None]
+            return 10.0 * torch.nn.functional.one_hot(truth[image] if reads == "image" else truth[text], 2).float()
+
+        @staticmethod
+        def labels(batch):
+            return batch["label"]
+
+    return StandIn
+
+
+def test_pairing_gap_tells_a_memory_in_the_pairing_from_one_in_either_modality():
+    examples = _examples([f"text {i}" for i in range(300)], [i % 2 for i in range(300)])
+    model = torch.nn.Linear(1, 1)
+    for reads in ("image", "text"):
+        p = pairing_probabilities(_stand_in(examples, reads), model, examples)
+        assert p["own"] > 0.99 and p[f"follows_{reads}"] > 0.99  # the unrelated pair keeps that modality's answer
+        assert 0.3 < p[{"image": "follows_text", "text": "follows_image"}[reads]] < 0.7  # the other: chance
+        assert pairing_gap(_stand_in(examples, reads), model, examples) == pytest.approx(0.0, abs=1e-3)
+    p = pairing_probabilities(_stand_in(examples, "pair"), model, examples, batch_size=64)
+    assert p["own"] > 0.99 and p["follows_image"] == p["follows_text"] == 0.5  # every partner from another example
+    assert pairing_gap(_stand_in(examples, "pair"), model, examples) > 49.0  # two classes: at most 50
+    with pytest.raises(ValueError, match="at least two"):
+        pairing_probabilities(_stand_in(examples, "pair"), model, examples.subset(torch.tensor([0])))
 
 
 def test_memorisation_auc_reads_the_log_odds_gap():
