@@ -153,6 +153,11 @@ def grid(name: str, fast: bool = False) -> list[dict]:
     return [settings[0], settings[-1]] if fast else settings
 
 
+def _tuning_runs(methods: list[str], fast: bool) -> int:
+    """How many grid points tuning runs for `methods`: its share of the progress bars' totals."""
+    return sum(len(grid(m, fast)) for m in methods)
+
+
 # -- scores ----------------------------------------------------------------------------------------------
 def _retain_sample(retain: ExampleSet, n: int, seed: int) -> ExampleSet:
     if len(retain) <= n:
@@ -379,7 +384,7 @@ def run(task: Task, methods: list[str], seeds: list[int], size: int | float = 0.
                              f"their forget sets), got {s}")
     n_units = forget_count(size, len(task.train.units()))
 
-    total = sum(len(grid(m, fast)) for m in methods) + len(methods) * len(seeds)
+    total = _tuning_runs(methods, fast) + len(methods) * len(seeds)
     bar = progress_bar(total=total, desc=f"protocol {task.name}", disable=not progress)
     try:
         tuning, chosen = _tune(task, methods, size, fast=fast, device=device, cache=cache, bar=bar, notes=notes)
@@ -397,7 +402,7 @@ def chosen_settings(task: Task, methods: list[str], size: int | float = 0.05, *,
     where `run` already made them."""
     cache = cache or RunCache()
     methods = _runnable(methods, task)
-    bar = progress_bar(total=sum(len(grid(m, fast)) for m in methods), desc=f"tuning {task.name}", disable=not progress)
+    bar = progress_bar(total=_tuning_runs(methods, fast), desc=f"tuning {task.name}", disable=not progress)
     try:
         return _tune(task, methods, size, fast=fast, device=device, cache=cache, bar=bar, notes={})[1]
     finally:

@@ -52,17 +52,22 @@ RUN_FOLDERS = ("notebooks", "metrics", "figures")
 # from an empty cache (7.1-7.4 minutes in all), rounded up. Full mode: notebook 01 trains f and Retrain (about
 # 7 minutes each, measured); 06 runs the Table 1 protocol (every method's grid, then every seed); the others are
 # the previous release's figures scaled by the same training speed-up (0.72).
+# A (number, task) key overrides the number's figure where one task differs much: NLVR's full-mode f and
+# Retrain take about 23 minutes each; graph-text's about 2.5 minutes, so its Table 1 (every method) took 36
+# minutes for the grids and seed 0, and 9-10 minutes for each further seed (55 minutes for seeds 0, 1, 2, from
+# an empty data folder); fast mode 68 s.
 ESTIMATES = {"00": (10, 60), "01": (60, 870), "02": (15, 220), "03": (25, 220), "04": (25, 430),
              "05": (25, 650), "06": (140, 5400), "07": (60, 650), "08": (70, 2600), "09": (20, 650),
-             "10": (35, 650), "11": (10, 10)}
+             "10": (35, 650), "11": (10, 10), ("01", "nlvr"): (60, 2800), ("06", "graph-text"): (75, 2200)}
 DEFAULT_ESTIMATE = (60, 600)
 # A notebook that runs every seed itself (06) costs this much more per seed after the first: (fast, full).
 # Full mode measured on retrieval: seeds 1 and 2 of the Table 1 protocol took 50 minutes together.
 PER_EXTRA_SEED = {"06": (60, 1500), ("06", "graph-text"): (60, 600)}
-# Where one task differs much from the figures above: NLVR's full-mode f and Retrain take about 23 minutes each;
-# graph-text's about 2.5 minutes, so its Table 1 (every method) took 36 minutes for the grids and seed 0, and
-# 9-10 minutes for each further seed (55 minutes for seeds 0, 1, 2, from an empty data folder); fast mode 68 s.
-TASK_ESTIMATES = {("01", "nlvr"): (60, 2800), ("06", "graph-text"): (75, 2200)}
+
+
+def _figure(table: dict, number: str, task: str | None, default: tuple[int, int]) -> tuple[int, int]:
+    """The (fast, full) figure of `table` for notebook `number` on `task`: the task's own, else the number's."""
+    return table.get((number, task), table.get(number, default))
 
 
 class PlanError(ValueError):
@@ -196,9 +201,8 @@ def _estimate(job: Job, mode: str, previous: dict[str, float]) -> float:
     index = 0 if mode == "fast" else 1
     number = job.notebook.name[:2]
     seeds = len(parse_seeds(job.parameters["seeds"])) if "seeds" in job.parameters else 1
-    built_in = TASK_ESTIMATES.get((number, job.task), ESTIMATES.get(number, DEFAULT_ESTIMATE))[index] + \
-        (seeds - 1) * PER_EXTRA_SEED.get((number, job.task),
-                                         PER_EXTRA_SEED.get(number, ESTIMATES.get(number, DEFAULT_ESTIMATE)))[index]
+    first = _figure(ESTIMATES, number, job.task, DEFAULT_ESTIMATE)
+    built_in = first[index] + (seeds - 1) * _figure(PER_EXTRA_SEED, number, job.task, first)[index]
     earlier = previous.get(f"{job.notebook.stem}|{job.task}", previous.get(job.notebook.stem, 0.0))
     return max(built_in, earlier)
 
