@@ -217,3 +217,35 @@ def test_real_fast_notebooks_give_the_sequential_rows_on_a_local_cluster(tmp_pat
         return sorted(line for line in lines if not is_timing(line.split(",")[5]))
 
     assert len(rows("seq")) > 10 and rows("seq") == rows("par")
+
+
+def test_a_kernel_that_fails_to_start_is_started_again_and_a_failing_cell_is_not(tmp_path, monkeypatch):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from mdlib.pipeline import executors
+    from mdlib.pipeline.runner import Job
+
+    calls = []
+
+    def starts_on_attempt(n):
+        def execute_notebook(*args, **kwargs):  # the kernel dies until attempt n (a port taken by another kernel)
+            calls.append(1)
+            if len(calls) < n:
+                raise RuntimeError("Kernel died before replying to kernel_info")
+        return execute_notebook
+
+    def failing_cell(*args, **kwargs):
+        calls.append(1)
+        raise PapermillExecutionError(2, 3, "x = bad()", "ValueError", "bad", [])
+
+    monkeypatch.setattr(executors.time, "sleep", lambda seconds: None)
+    job = Job(FIXTURE, tmp_path / "out" / "x.ipynb", {})
+    cases = [(starts_on_attempt(2), None, 2),  # started again, and ran
+             (starts_on_attempt(99), "RuntimeError: Kernel died before replying to kernel_info",
+              executors.KERNEL_START_ATTEMPTS),  # gives up, and says why
+             (failing_cell, "ValueError: bad (at In [3])", 1)]  # a cell's error is the notebook's: no rerun
+    for execute_notebook, error, attempts in cases:
+        calls.clear()
+        monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+        assert executors.execute(job, "python3", None, False) == error and len(calls) == attempts

@@ -49,22 +49,33 @@ def require_dask() -> None:
         raise ValueError('--executor dask needs Dask distributed: pip install "mdlib[cluster]"') from None
 
 
+# A kernel that dies before it answers its first request has run no cell, so the job can start again. Seen with
+# two Dask workers starting kernels at once: both drew the same free TCP port ("Address already in use").
+KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
+KERNEL_START_ATTEMPTS = 3
+
+
 def execute(job, kernel: str, timeout: int | None, progress: bool) -> str | None:
-    """Run one notebook with papermill; returns None, "interrupted" or the error in one line."""
+    """Run one notebook with papermill; returns None, "interrupted" or the error in one line. A kernel that
+    fails to start is started again (at most KERNEL_START_ATTEMPTS times in all)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    try:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        papermill.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
-                                   kernel_name=kernel, progress_bar=progress, cwd=str(job.notebook.parent),
-                                   execution_timeout=timeout)
-    except PapermillExecutionError as e:
-        # Ctrl-C in a terminal reaches the kernel too: its cell stops with KeyboardInterrupt
-        return "interrupted" if e.ename == "KeyboardInterrupt" else f"{e.ename}: {e.evalue} (at In [{e.exec_count}])"
-    except Exception as e:  # kernel death, timeout, unreadable notebook: still report where it stopped
-        return f"{type(e).__name__}: {e}"
-    return None
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+        try:
+            papermill.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
+                                       kernel_name=kernel, progress_bar=progress, cwd=str(job.notebook.parent),
+                                       execution_timeout=timeout)
+        except PapermillExecutionError as e:
+            # Ctrl-C in a terminal reaches the kernel too: its cell stops with KeyboardInterrupt
+            return "interrupted" if e.ename == "KeyboardInterrupt" else f"{e.ename}: {e.evalue} (at In [{e.exec_count}])"
+        except Exception as e:  # kernel death, timeout, unreadable notebook: still report where it stopped
+            if KERNEL_START_FAILURE in str(e) and attempt < KERNEL_START_ATTEMPTS:
+                time.sleep(attempt)  # another kernel may be taking the ports just now
+                continue
+            return f"{type(e).__name__}: {e}"
+        return None
 
 
 def run_job(job, kernel: str, timeout: int | None, progress: bool = False, threads: int | None = None) -> dict:
