@@ -69,7 +69,8 @@ def execute(job, kernel: str, timeout: int | None, progress: bool) -> str | None
                                        execution_timeout=timeout)
         except PapermillExecutionError as e:
             # Ctrl-C in a terminal reaches the kernel too: its cell stops with KeyboardInterrupt
-            return "interrupted" if e.ename == "KeyboardInterrupt" else f"{e.ename}: {e.evalue} (at In [{e.exec_count}])"
+            interrupted = e.ename == "KeyboardInterrupt"
+            return "interrupted" if interrupted else f"{e.ename}: {e.evalue} (at In [{e.exec_count}])"
         except Exception as e:  # kernel death, timeout, unreadable notebook: still report where it stopped
             if KERNEL_START_FAILURE in str(e) and attempt < KERNEL_START_ATTEMPTS:
                 time.sleep(attempt)  # another kernel may be taking the ports just now

@@ -49,10 +49,10 @@ RUN_FOLDERS = ("notebooks", "metrics", "figures")
 
 # Rough wall time (seconds) per execution on 2 CPU cores, by notebook number: (fast, full).
 # Used when no earlier run left a timings.json. Fast mode: measured runs of the whole sequence from an empty
-# cache, rounded up (8.7 minutes in all since the fast retrieval model trains 80 epochs; 01, 06 and 07 from that
-# run, the others the slower of two runs at 40 epochs, 7.1-7.4 minutes then). Full mode: notebook 01 trains f and Retrain (about
-# 7 minutes each, measured); 06 runs the Table 1 protocol (every method's grid, then every seed); the others are
-# the previous release's figures scaled by the same training speed-up (0.72).
+# cache, rounded up: 8.7 minutes in all since the fast retrieval model trains 80 epochs (01, 06 and 07 from that
+# run; the others from the slower of two runs at 40 epochs, 7.1-7.4 minutes in all). Full mode: notebook 01
+# trains f and Retrain (about 7 minutes each, measured); 06 runs the Table 1 protocol (every method's grid, then
+# every seed); the others are the previous release's figures scaled by the same training speed-up (0.72).
 # A (number, task) key overrides the number's figure where one task differs much: NLVR's full-mode f and
 # Retrain take about 23 minutes each; graph-text's about 2.5 minutes, so its Table 1 (every method) took 36
 # minutes for the grids and seed 0, and 9-10 minutes for each further seed (55 minutes for seeds 0, 1, 2, from
