@@ -40,7 +40,8 @@ class NLVRTask(StatementTask):
           21, test 67.1: the model memorises its 9,000 statements instead of learning to compare images;
         * 16 per pair, 20 epochs (23 min): train 86-91%, test 72.6 (71-78% on every comparison template,
           47.2% on the photographer's, which no image can tell). A second run of this recipe, through
-          `original_model` (with the cached tokenizer, so another vocabulary and initialisation), reached
+          `original_model` (with another draw of the then order-dependent tokenizer vocabulary, so another
+          initialisation: see `mdlib.data.tokenizer`), reached
           67.4: it learnt "side", "both" and "one" (74-82%) but not "neither" and "more" (56% and 49%),
           which the first run learnt late.
         More statements about the same images help; whether the comparisons are learnt within 20 epochs
