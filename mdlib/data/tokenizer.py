@@ -2,10 +2,11 @@
 
 The vocabulary is learnt as 🤗 tokenizers' `WordPieceTrainer` learns it (byte-pair merges over the
 training words, "##" marking a piece that continues a word), but by `wordpiece_vocabulary`, which
-breaks every tie between equally frequent merges by the pieces' text. The trainer of `tokenizers`
-breaks them in hash-map order, which changes from process to process (huggingface/tokenizers#1794):
-trained twice on the same texts it gave different vocabularies, hence different token ids, models
-and numbers, on every fresh machine or empty cache. Encoding is `tokenizers`' own WordPiece model.
+breaks ties between equally frequent merges in a fixed order. The trainer of `tokenizers` breaks them
+by ids it gives the "##" pieces in hash-map order, which changes from process to process
+(huggingface/tokenizers#1794): trained twice on the same texts it gave different vocabularies, hence
+different token ids, models and numbers, on every fresh machine or empty data folder. Encoding is
+`tokenizers`' own WordPiece model.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ..utils import CacheError, file_mode
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PREFIX = "##"
 # Written beside a saved tokenizer; a cached tokenizer without it came from the order-dependent trainer.
-VOCABULARY_MARK = ("vocabulary.txt", "wordpiece, ties broken by text\n")
+VOCABULARY_MARK = ("vocabulary.txt", "wordpiece merges, ties in a fixed order\n")
 
 
 def _pipeline():
@@ -121,7 +122,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000, path: str | Pa
 
 
 def save_atomically(tokenizer, path: str | Path) -> Path:
-    """`save_pretrained` into a private folder, then move each file into `path` with `tokenizer.json` last.
+    """`save_pretrained` (and `VOCABULARY_MARK`) into a private folder, then move each file into `path`
+    with `tokenizer.json` last.
 
     `tokenizer.json` marks a complete cache, so an interrupted save never leaves a half-written one.
     """
