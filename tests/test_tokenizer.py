@@ -1,6 +1,7 @@
-"""The WordPiece tokenizer: the same texts give the same vocabulary in every process, and it is the
-vocabulary `tokenizers`' own trainer learns, up to how that trainer breaks ties
-(measured on the embedded tasks' texts: the same tokens for 98-100% of them)."""
+"""The WordPiece tokenizer: the same texts give the same vocabulary in every process; its layout, size and
+order of merges. (That it learns what `tokenizers`' own trainer learns, up to how ties are broken, was
+measured on the embedded tasks' texts, the same tokens for 98-100% of them, and is not tested here: that
+trainer is itself not deterministic.)"""
 from __future__ import annotations
 
 import json
