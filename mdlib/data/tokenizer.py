@@ -75,15 +75,7 @@ def wordpiece_vocabulary(texts: Iterable[str], vocab_size: int = 1000) -> dict[s
             for old in zip(ps, ps[1:]):
                 pair_count[old] -= counts[i]
                 touched.add(old)
-            out, k = [], 0
-            while k < len(ps):
-                if k + 1 < len(ps) and ps[k] == a and ps[k + 1] == b:
-                    out.append(merged)
-                    k += 2
-                else:
-                    out.append(ps[k])
-                    k += 1
-            pieces[i] = out
+            pieces[i] = out = _merge(ps, a, b, merged)
             for new in zip(out, out[1:]):
                 pair_count[new] += counts[i]
                 where[new].add(i)
@@ -95,6 +87,19 @@ def wordpiece_vocabulary(texts: Iterable[str], vocab_size: int = 1000) -> dict[s
                 pair_count.pop(p, None)
                 where.pop(p, None)
     return vocab
+
+
+def _merge(pieces: list[str], a: str, b: str, merged: str) -> list[str]:
+    """`pieces` with every adjacent (a, b), read left to right, replaced by `merged`."""
+    out, k = [], 0
+    while k < len(pieces):
+        if k + 1 < len(pieces) and pieces[k] == a and pieces[k + 1] == b:
+            out.append(merged)
+            k += 2
+        else:
+            out.append(pieces[k])
+            k += 1
+    return out
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000, path: str | Path | None = None):
