@@ -14,7 +14,7 @@ import torch
 
 __all__ = [
     "seed_everything", "resolve_device", "resolve_fast", "data_dir", "atomic_write",
-    "write_json", "generator", "config_hash", "is_batch", "progress_bar", "CacheError", "file_mode",
+    "write_json", "generator", "config_hash", "is_batch", "progress_bar", "CacheError", "file_mode", "exclusive",
 ]
 
 
@@ -111,6 +111,34 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, waiting: str = "") -> Iterator[None]:
+    """Hold an exclusive lock named after `path` (a hidden `.<name>.lock` file next to it) while the block
+    runs: another process that asks for the same lock waits until this one is done. Two notebooks (or test
+    processes) that need the same missing checkpoint therefore train it once; the second then loads it.
+
+    `waiting` is printed when the lock is held elsewhere. Where `fcntl` is missing (Windows) it does not lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks: a concurrent second process trains the same file again
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as fh:  # the lock file stays: removing it would race
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                print(waiting, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _umask() -> int:

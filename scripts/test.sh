@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (./scripts/setup.sh) and run every test: unit tests, then nbval over every notebook in fast mode.
+# Set up (./scripts/setup.sh) and run every test: the unit tests and nbval over every notebook in fast mode.
 # Data and checkpoints go to a fresh temporary folder, so the run proves a clean clone works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +15,15 @@ export CI=1 PYTHONHASHSEED=0
 export MDLIB_DATA="${MDLIB_DATA:-$(mktemp -d -t mdlib-test-XXXXXX)}"
 export MDLIB_RUNS="${MDLIB_RUNS:-$MDLIB_DATA/runs}"
 echo "test data and checkpoints in $MDLIB_DATA"
-python -m pytest tests "$@"
-python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks "$@"
+# Two test processes with one math thread each (pytest-xdist; MDLIB_TEST_WORKERS=1 runs one). Most of the
+# suite is imports, kernel starts and small matrix products that leave a second core idle, so two one-thread
+# processes finish sooner than one with two threads. Each notebook and each test file stays in one process, in
+# order; a checkpoint that both need is trained by one while the other waits (`mdlib.utils.exclusive`).
+WORKERS="${MDLIB_TEST_WORKERS:-2}"
+if [ "$WORKERS" -gt 1 ]; then
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
+  PARALLEL=(-n "$WORKERS" --dist loadfile)
+else
+  PARALLEL=(-p no:xdist)
+fi
+python -m pytest "${PARALLEL[@]}" --nbval-lax --nbval-current-env -p no:cacheprovider tests notebooks "$@"

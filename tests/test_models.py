@@ -101,6 +101,42 @@ def test_failed_save_leaves_the_old_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
+def test_two_callers_that_need_the_same_missing_checkpoint_train_it_once(fast_task, tmp_path, monkeypatch):
+    """Two threads stand in for two processes (each opens the lock file itself, so they exclude each other
+    as two processes do): one trains and saves, the other waits and loads the same weights."""
+    import threading
+    import time
+
+    from mdlib.pipeline import original
+
+    monkeypatch.setenv("MDLIB_DATA", str(tmp_path))
+    trained = []
+
+    def slow_train(model, *args, **kwargs):  # the real recipe would take a minute
+        trained.append(threading.get_ident())
+        time.sleep(0.5)
+        return []
+
+    monkeypatch.setattr(original, "train", slow_train)
+    results = {}
+
+    def call(name):
+        results[name] = original.train_or_load(fast_task, fast_task.train, kind="original", seed=123,
+                                               train_config=original.default_train_config(True, fast_task),
+                                               progress=False)
+
+    callers = [threading.Thread(target=call, args=(name,)) for name in ("a", "b")]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(trained) == 1
+    (model_a, meta_a), (model_b, meta_b) = results["a"], results["b"]
+    assert sorted(meta["loaded_from"] is None for meta in (meta_a, meta_b)) == [False, True]
+    b = model_b.state_dict()
+    assert all(torch.equal(v, b[k]) for k, v in model_a.state_dict().items())
+
+
 def test_model_config_validation():
     with pytest.raises(ValueError, match="hidden"):
         ModelConfig(hidden=30, heads=4)

@@ -18,7 +18,7 @@ from ..models import ModelConfig, MultimodalModel
 from ..precision import resolve_precision
 from ..tasks.base import Task
 from ..training import TrainConfig, train
-from ..utils import config_hash, data_dir, resolve_device, seed_everything
+from ..utils import config_hash, data_dir, exclusive, resolve_device, seed_everything
 from .checkpoints import load_checkpoint, save_checkpoint
 
 FAST_TRAIN = dict(epochs=40, batch_size=32, lr=1e-3, warmup_steps=20, eval_every=20)
@@ -75,7 +75,8 @@ def resolved_recipe(train_config: TrainConfig, device: str | torch.device) -> Tr
 def train_or_load(task: Task, data: ExampleSet, *, kind: str, seed: int, train_config: TrainConfig,
                   model_config: ModelConfig | None = None, device: str = "auto", progress: bool = True,
                   retrain_units=None) -> tuple[MultimodalModel, dict]:
-    """Train `kind` ("original" or "retrain") on `data` unless a matching checkpoint exists.
+    """Train `kind` ("original" or "retrain") on `data` unless a matching checkpoint exists. When two
+    processes ask for the same missing checkpoint, the first trains it and the second waits, then loads it.
 
     Returns (model in eval mode, meta) where meta holds the training history and wall time.
     """
@@ -84,19 +85,21 @@ def train_or_load(task: Task, data: ExampleSet, *, kind: str, seed: int, train_c
     train_config = resolved_recipe(train_config, dev)
     path = checkpoint_path(task, kind, model_config, train_config, seed, retrain_units)
     expect = identity(task, kind, model_config, train_config, seed, retrain_units)
-    if path.exists():
-        model, meta = load_checkpoint(path, dev, expect=expect)
-        meta["loaded_from"] = str(path)
-        return model, meta
-    seed_everything(seed)
-    model = MultimodalModel(model_config).to(dev)
-    start = time.perf_counter()
-    history = train(model, task, data, train_config, seed=seed, val=task.val, progress=progress)
-    seconds = time.perf_counter() - start
-    meta = {"kind": kind, "task": task.name, "seed": seed, "seconds": seconds, "history": history,
-            "train_config": train_config.to_dict(), "n_train_examples": len(data), "identity": expect}
-    save_checkpoint(path, model, meta)
-    meta["loaded_from"] = None
+    if not path.exists():  # train it, unless another process is training it: then wait and load its file
+        with exclusive(path, waiting=f"waiting for another process that trains {path.name}"):
+            if not path.exists():
+                seed_everything(seed)
+                model = MultimodalModel(model_config).to(dev)
+                start = time.perf_counter()
+                history = train(model, task, data, train_config, seed=seed, val=task.val, progress=progress)
+                seconds = time.perf_counter() - start
+                meta = {"kind": kind, "task": task.name, "seed": seed, "seconds": seconds, "history": history,
+                        "train_config": train_config.to_dict(), "n_train_examples": len(data), "identity": expect}
+                save_checkpoint(path, model, meta)
+                meta["loaded_from"] = None
+                return model, meta
+    model, meta = load_checkpoint(path, dev, expect=expect)
+    meta["loaded_from"] = str(path)
     return model, meta
 
 
