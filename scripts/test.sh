@@ -15,10 +15,10 @@ export CI=1 PYTHONHASHSEED=0
 export MDLIB_DATA="${MDLIB_DATA:-$(mktemp -d -t mdlib-test-XXXXXX)}"
 export MDLIB_RUNS="${MDLIB_RUNS:-$MDLIB_DATA/runs}"
 echo "test data and checkpoints in $MDLIB_DATA"
-# Two test processes with one math thread each (pytest-xdist; MDLIB_TEST_WORKERS=1 runs one). Most of the
-# suite is imports, kernel starts and small matrix products that leave a second core idle, so two one-thread
-# processes finish sooner than one with two threads. Each notebook and each test file stays in one process, in
-# order; a checkpoint that both need is trained by one while the other waits (`mdlib.utils.exclusive`).
+# Two test processes with one math thread each (pytest-xdist; MDLIB_TEST_WORKERS=1 runs one): on two cores they
+# finish sooner than one process with two threads (README, "Tests"). Each notebook and each test file stays in
+# one process, in order; a checkpoint that both need is trained by one while the other waits
+# (`mdlib.utils.exclusive`).
 WORKERS="${MDLIB_TEST_WORKERS:-2}"
 if [ "$WORKERS" -gt 1 ]; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
