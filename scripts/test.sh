@@ -3,6 +3,11 @@
 # Data and checkpoints go to a fresh temporary folder, so the run proves a clean clone works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WORKERS="${MDLIB_TEST_WORKERS:-2}"
+if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "MDLIB_TEST_WORKERS must be a whole number of test processes, 1 or more (got '$WORKERS')" >&2
+  exit 2
+fi
 ./scripts/setup.sh
 . .venv/bin/activate
 # The browser test (tests/test_browser.py) drives JupyterLab in Debian's headless chromium.
@@ -19,7 +24,6 @@ echo "test data and checkpoints in $MDLIB_DATA"
 # finish sooner than one process with two threads (README, "Tests"). Each notebook and each test file stays in
 # one process, in order; a checkpoint that both need is trained by one while the other waits
 # (`mdlib.utils.exclusive`).
-WORKERS="${MDLIB_TEST_WORKERS:-2}"
 if [ "$WORKERS" -gt 1 ]; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
   PARALLEL=(-n "$WORKERS" --dist loadfile)
