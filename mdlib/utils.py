@@ -119,7 +119,8 @@ def exclusive(path: str | Path, waiting: str = "") -> Iterator[None]:
     runs: another process that asks for the same lock waits until this one is done. Two notebooks (or test
     processes) that need the same missing checkpoint therefore train it once; the second then loads it.
 
-    `waiting` is printed when the lock is held elsewhere. Where `fcntl` is missing (Windows) it does not lock.
+    `waiting` is printed when the lock is held elsewhere. Where there are no such locks (Windows without
+    `fcntl`, a network file system that refuses them) the block runs unlocked, as it would without this.
     """
     try:
         import fcntl
@@ -135,6 +136,9 @@ def exclusive(path: str | Path, waiting: str = "") -> Iterator[None]:
             if waiting:
                 print(waiting, flush=True)
             fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError:  # the file system offers no locks (ENOLCK, EOPNOTSUPP)
+            yield
+            return
         try:
             yield
         finally:

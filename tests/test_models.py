@@ -137,6 +137,22 @@ def test_two_callers_that_need_the_same_missing_checkpoint_train_it_once(fast_ta
     assert all(torch.equal(v, b[k]) for k, v in model_a.state_dict().items())
 
 
+def test_a_file_system_without_locks_runs_the_block_unlocked(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from mdlib.utils import exclusive
+
+    def refuse(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    ran = []
+    with exclusive(tmp_path / "m.pt"):
+        ran.append(True)
+    assert ran == [True]
+
+
 def test_model_config_validation():
     with pytest.raises(ValueError, match="hidden"):
         ModelConfig(hidden=30, heads=4)
