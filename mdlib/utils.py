@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "seed_everything", "resolve_device", "resolve_fast", "data_dir", "atomic_write",
     "write_json", "generator", "config_hash", "is_batch", "progress_bar", "CacheError", "file_mode", "exclusive",
+    "try_lock",
 ]
 
 
@@ -113,36 +114,45 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[
         raise
 
 
+def try_lock(fd: int) -> bool:
+    """Take an exclusive advisory lock (`fcntl.flock`) on the open file `fd` without waiting.
+
+    False when another process holds it; True when taken, or where there are no such locks (Windows without
+    `fcntl`, a network file system that answers ENOLCK): then nothing is protected, as without a lock.
+    Closing the file releases the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # the file system offers no locks (ENOLCK, EOPNOTSUPP)
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def exclusive(path: str | Path, waiting: str = "") -> Iterator[None]:
     """Hold an exclusive lock named after `path` (a hidden `.<name>.lock` file next to it) while the block
     runs: another process that asks for the same lock waits until this one is done. Two notebooks (or test
     processes) that need the same missing checkpoint therefore train it once; the second then loads it.
 
-    `waiting` is printed when the lock is held elsewhere. Where there are no such locks (Windows without
-    `fcntl`, a network file system that refuses them) the block runs unlocked, as it would without this.
+    `waiting` is printed when the lock is held elsewhere. Where there are no such locks (see `try_lock`)
+    the block runs unlocked.
     """
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks: a concurrent second process trains the same file again
-        yield
-        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "a") as fh:  # the lock file stays: removing it would race
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not try_lock(fh.fileno()):
+            import fcntl  # present: try_lock found the lock held
+
             if waiting:
                 print(waiting, flush=True)
             fcntl.flock(fh, fcntl.LOCK_EX)
-        except OSError:  # the file system offers no locks (ENOLCK, EOPNOTSUPP)
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        yield  # leaving `with` closes the file, which releases the lock
 
 
 def _umask() -> int:

@@ -429,3 +429,16 @@ def test_a_second_runner_is_refused_and_a_later_one_keeps_the_record(env, nbdir,
     assert [(j["seed"], j["status"]) for j in timings(env)] == [(0, "ok"), (1, "ok")]
     assert run(nbdir, "--seeds", "1") == 0  # a rerun replaces its own entry
     assert [j["seed"] for j in timings(env)] == [0, 1]
+
+
+def test_a_file_system_without_locks_still_runs(env, nbdir, monkeypatch):
+    """A network file system that answers ENOLCK: the runner goes on unprotected instead of failing."""
+    import errno
+    import fcntl
+
+    def refuse(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    assert run(nbdir, "--seeds", "0") == 0
+    assert [(j["seed"], j["status"]) for j in timings(env)] == [(0, "ok")]

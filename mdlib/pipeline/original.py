@@ -88,18 +88,26 @@ def train_or_load(task: Task, data: ExampleSet, *, kind: str, seed: int, train_c
     if not path.exists():  # train it, unless another process is training it: then wait and load its file
         with exclusive(path, waiting=f"waiting for another process that trains {path.name}"):
             if not path.exists():
-                seed_everything(seed)
-                model = MultimodalModel(model_config).to(dev)
-                start = time.perf_counter()
-                history = train(model, task, data, train_config, seed=seed, val=task.val, progress=progress)
-                seconds = time.perf_counter() - start
-                meta = {"kind": kind, "task": task.name, "seed": seed, "seconds": seconds, "history": history,
-                        "train_config": train_config.to_dict(), "n_train_examples": len(data), "identity": expect}
-                save_checkpoint(path, model, meta)
-                meta["loaded_from"] = None
-                return model, meta
+                return _train_and_save(path, task, data, kind, seed, train_config, model_config, dev, progress,
+                                       identity=expect)
     model, meta = load_checkpoint(path, dev, expect=expect)
     meta["loaded_from"] = str(path)
+    return model, meta
+
+
+def _train_and_save(path, task: Task, data: ExampleSet, kind: str, seed: int, train_config: TrainConfig,
+                    model_config: ModelConfig, device: str, progress: bool, identity: dict
+                    ) -> tuple[MultimodalModel, dict]:
+    """Train a fresh model on `data` with `train_config` from `seed`; save it (with its meta) to `path`."""
+    seed_everything(seed)
+    model = MultimodalModel(model_config).to(device)
+    start = time.perf_counter()
+    history = train(model, task, data, train_config, seed=seed, val=task.val, progress=progress)
+    meta = {"kind": kind, "task": task.name, "seed": seed, "seconds": time.perf_counter() - start,
+            "history": history, "train_config": train_config.to_dict(), "n_train_examples": len(data),
+            "identity": identity}
+    save_checkpoint(path, model, meta)
+    meta["loaded_from"] = None
     return model, meta
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..tasks import TASKS, check_task
-from ..utils import file_mode, resolve_device, write_json
+from ..utils import file_mode, resolve_device, try_lock, write_json
 from .executors import parse_executor, require_dask, run_dask, run_job
 from .notebook import check_params, parse_seeds
 from .results import runs_dir, write_results
@@ -381,7 +381,7 @@ class RunLock:
         except FileNotFoundError:
             return None
         try:
-            return None if _try_lock(fd) else (os.read(fd, 32).decode(errors="replace").strip() or "?")
+            return None if try_lock(fd) else (os.read(fd, 32).decode(errors="replace").strip() or "?")
         finally:
             os.close(fd)
 
@@ -389,7 +389,7 @@ class RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
-            if not _try_lock(fd):
+            if not try_lock(fd):
                 holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
                 os.close(fd)
                 raise PlanError(_busy(self.run_dir, holder))
@@ -412,18 +412,6 @@ class RunLock:
                 pass
             os.close(self.fd)
             self.fd = None
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): no protection, as before
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _busy(run_dir: Path, holder: str) -> str:
