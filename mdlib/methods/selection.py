@@ -1,8 +1,8 @@
 """The checkpoint rule of the optimisation-based methods (`select="best"`): which step of a run to keep.
 
-Used by notebooks 02-05 and 08. Table 1 does not use it: there every method reports its final model and the
-setting is chosen across runs by `pipeline.protocol.selection_score`, a rule that reads neither D_f's
-reported score nor Retrain.
+The default of `unlearn` (notebook 05 uses it). Table 1 does not use it: there every method reports its
+final model and the setting is chosen across runs by `pipeline.protocol.selection_score`, a rule that reads
+neither D_f's reported score nor Retrain.
 """
 from __future__ import annotations
 
