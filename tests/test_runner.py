@@ -11,7 +11,7 @@ import pytest
 
 from mdlib.pipeline import results
 from mdlib.pipeline.notebook import check_rows, setup
-from mdlib.pipeline.runner import ESTIMATES, main, make_plan, parser
+from mdlib.pipeline.runner import ESTIMATES, TASK_COST, main, make_plan, parser
 
 FIXTURE = Path(__file__).parent / "fixtures" / "param_notebook.ipynb"
 
@@ -82,6 +82,22 @@ def test_estimates_are_first_run_figures_that_a_slower_earlier_run_raises(nbdir)
     (earlier / "timings.json").write_text(json.dumps({"mode": "fast", "jobs": jobs}))
     # the quick (cached) rerun does not pull the estimate down; the slow run raises it
     assert [j.estimate for j in plan(nbdir, "--mode", "fast", "--notebooks", "01").jobs] == [2 * fast_01]
+
+
+def test_full_mode_estimates_scale_with_the_task(nbdir):
+    """An NLVR model costs about four retrieval models: its notebooks are estimated so, unless the task has
+    its own measured figure; fast-mode worlds are alike, so there the task does not matter."""
+    shutil.copy(FIXTURE, nbdir / "05_param.ipynb")
+
+    def estimates(*args):
+        return {(j.notebook.name[:2], j.task): j.estimate for j in plan(nbdir, "--notebooks", "01", "05", *args).jobs}
+
+    full = estimates("--mode", "full", "--tasks", "retrieval", "entailment", "nlvr")
+    assert full[("05", "entailment")] == TASK_COST["entailment"] * full[("05", "retrieval")]
+    assert full[("05", "retrieval")] < full[("05", "entailment")] < full[("05", "nlvr")]
+    assert full[("01", "nlvr")] == ESTIMATES[("01", "nlvr")][1]
+    fast = estimates("--mode", "fast", "--tasks", "retrieval", "nlvr")
+    assert fast[("05", "retrieval")] == fast[("05", "nlvr")]
 
 
 def test_run_writes_notebooks_results_and_timings(nbdir, capsys):

@@ -50,20 +50,29 @@ RUN_FOLDERS = ("notebooks", "metrics", "figures")
 # Rough wall time (seconds) per execution on 2 CPU cores, by notebook number: (fast, full).
 # Used when no earlier run left a timings.json. Fast mode: measured runs of the whole sequence from an empty
 # cache, rounded up: 8.7 minutes in all since the fast retrieval model trains 80 epochs (01, 06 and 07 from that
-# run; the others from the slower of two runs at 40 epochs, 7.1-7.4 minutes in all). Full mode: notebook 01
-# trains f and Retrain (about 7 minutes each, measured); 06 runs the Table 1 protocol (every method's grid, then
-# every seed); the others are the previous release's figures scaled by the same training speed-up (0.72).
-# A (number, task) key overrides the number's figure where one task differs much: NLVR's full-mode f and
-# Retrain take about 23 minutes each; graph-text's about 2.5 minutes, so its Table 1 (every method) took 36
-# minutes for the grids and seed 0, and 9-10 minutes for each further seed (55 minutes for seeds 0, 1, 2, from
-# an empty data folder); fast mode 68 s.
+# run; the others from the slower of two runs at 40 epochs, 7.1-7.4 minutes in all). Full mode, retrieval:
+# notebook 01 trains f and Retrain (about 7 minutes each, measured); 06 runs the Table 1 protocol (every
+# method's grid, then every seed); the others are the previous release's figures scaled by the same training
+# speed-up (0.72).
 ESTIMATES = {"00": (10, 60), "01": (90, 870), "02": (15, 220), "03": (25, 220), "04": (25, 430),
              "05": (25, 650), "06": (180, 5400), "07": (65, 650), "08": (70, 2600), "09": (20, 650),
-             "10": (35, 650), "11": (10, 10), ("01", "nlvr"): (60, 2800), ("06", "graph-text"): (75, 2200)}
+             "10": (35, 650), "11": (10, 10),
+             ("01", "nlvr"): (60, 3900), ("06", "graph-text"): (75, 2200), ("06", "entailment"): (180, 4400),
+             ("06", "nlvr"): (180, 17500)}
 DEFAULT_ESTIMATE = (60, 600)
 # A notebook that runs every seed itself (06) costs this much more per seed after the first: (fast, full).
 # Full mode measured on retrieval: seeds 1 and 2 of the Table 1 protocol took 50 minutes together.
-PER_EXTRA_SEED = {"06": (60, 1500), ("06", "graph-text"): (60, 600)}
+PER_EXTRA_SEED = {"06": (60, 1500), ("06", "graph-text"): (60, 600), ("06", "entailment"): (60, 2100),
+                  ("06", "nlvr"): (60, 5800)}
+# In full mode a task's models and method runs cost this multiple of retrieval's, from the time to train one
+# full-mode model on 2 CPU cores (retrieval about 7 minutes, entailment 11-17, NLVR 30-32, graph-text 2.5-4;
+# an NLVR FineTune epoch of D_r takes 4x retrieval's). A notebook's retrieval figure is scaled by it unless the
+# (number, task) keys above give the task's own. Those: NLVR's notebook 01 trains f and Retrain (32 and 30
+# minutes, measured). Graph-text's Table 1 (every method) took 36 minutes for the grids and seed 0, and 9-10
+# minutes for each further seed. Entailment's: 1 h 49 min for seeds 0-2 with the base methods and the seed-0
+# original cached; its "-F" variants (about 27 s a run) and that original added. NLVR's, from its parts
+# measured so far: f 32 minutes, each Retrain 30, each method run 2-4 minutes (52 for the grids and 13 per seed).
+TASK_COST = {"retrieval": 1.0, "entailment": 2.0, "nlvr": 4.4, "graph-text": 0.5}
 
 
 def _figure(table: dict, number: str, task: str | None, default: tuple[int, int]) -> tuple[int, int]:
@@ -204,6 +213,8 @@ def _estimate(job: Job, mode: str, previous: dict[str, float]) -> float:
     seeds = len(parse_seeds(job.parameters["seeds"])) if "seeds" in job.parameters else 1
     first = _figure(ESTIMATES, number, job.task, DEFAULT_ESTIMATE)
     built_in = first[index] + (seeds - 1) * _figure(PER_EXTRA_SEED, number, job.task, first)[index]
+    if mode != "fast" and (number, job.task) not in ESTIMATES:
+        built_in *= TASK_COST.get(job.task, 1.0)
     earlier = previous.get(f"{job.notebook.stem}|{job.task}", previous.get(job.notebook.stem, 0.0))
     return max(built_in, earlier)
 
