@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import torch
 
@@ -95,8 +96,8 @@ def train_or_load(task: Task, data: ExampleSet, *, kind: str, seed: int, train_c
     return model, meta
 
 
-def _train_and_save(path, task: Task, data: ExampleSet, kind: str, seed: int, train_config: TrainConfig,
-                    model_config: ModelConfig, device: str, progress: bool, identity: dict
+def _train_and_save(path: Path, task: Task, data: ExampleSet, kind: str, seed: int, train_config: TrainConfig,
+                    model_config: ModelConfig, device: torch.device, progress: bool, identity: dict
                     ) -> tuple[MultimodalModel, dict]:
     """Train a fresh model on `data` with `train_config` from `seed`; save it (with its meta) to `path`."""
     seed_everything(seed)
