@@ -12,8 +12,12 @@ from mdlib.data.world import WorldConfig, generate_world, load_world
 SMALL = WorldConfig(n_train=120, n_val=20, n_test=20, seed=3)
 
 
-def test_world_is_deterministic_and_cached():
+def test_world_is_deterministic_and_cached(monkeypatch):
+    import mdlib.data.world as world
+
     a, b = generate_world(SMALL), load_world(SMALL)
+    assert world.world_path(SMALL).exists()
+    monkeypatch.setattr(world, "generate_world", lambda *args, **kwargs: pytest.fail("generated again"))
     c = load_world(SMALL)  # from the datasets cache
     for w in (b, c):
         assert np.array_equal(a.images, w.images)
@@ -126,6 +130,7 @@ def test_unknown_task_is_refused():
 def test_describe_is_seeded():
     scene = SceneSampler().sample(np.random.default_rng(5))
     assert describe(scene, np.random.default_rng(1)) == describe(scene, np.random.default_rng(1))
+    assert len({describe(scene, np.random.default_rng(s)) for s in range(10)}) > 1  # the seed is used
 
 
 def test_sample_is_seeded_without_replacement_and_capped(fast_task):

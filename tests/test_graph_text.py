@@ -286,6 +286,9 @@ def test_tiny_model_loss_decreases(task):
 def test_evaluate_reports_accuracy_and_auc(task):
     out = task.evaluate(tiny_model(task), "val")
     assert out["d_test"] == out["accuracy"] and 0 <= out["auc"] <= 100
+    # accuracy: the share of claims whose true label wins (log-odds of the truth above 0), in %
+    z = task.true_logodds(tiny_model(task), task.val)
+    assert out["accuracy"] == pytest.approx(100 * float((z > 0).mean()), abs=1e-4)
     p = task.true_probability(tiny_model(task), task.val)
     assert p.shape == (len(task.val),) and ((p >= 0) & (p <= 1)).all()
     block = int(task.train.units()[0])

@@ -49,8 +49,13 @@ def test_d_f_score():
     assert d_f_score(np.full(10, 5.0), np.full(50, 4.0)) == 100.0  # every D_f score above every D_r score
     assert d_f_score(np.full(10, 5.0), np.full(50, 6.0)) == 0.0
     assert d_f_score(np.full(10, 5.0), np.full(50, 5.0)) == 50.0  # ties count one half
-    # chunks of |D_f| are drawn from D_r: the score only depends on the seed through the chunks
-    assert d_f_score(retain[:100], retain, seed=1) == d_f_score(retain[:100], retain, seed=1)
+    # five disjoint chunks of |D_f| from D_r: when they cover D_r exactly, every seed gives the same score
+    # (10 of 50 retained scores above D_f: 80), which chunks drawn with overlap or replacement would not
+    below_and_above = np.r_[np.zeros(40), np.ones(10)]
+    assert all(d_f_score(np.full(10, 0.5), below_and_above, seed=s) == pytest.approx(80.0) for s in range(10))
+    # with D_r larger than 5 |D_f| the seed picks which retained examples are read
+    forget = rng.normal(size=10)
+    assert len({d_f_score(forget, retain, seed=s) for s in range(5)}) > 1
 
 
 def test_accuracy_functions():

@@ -18,23 +18,33 @@ def test_losses_hand_computed():
     # MSE: ((0)^2 + 2^2 + 3^2 + 0^2) / 4 = 13/4
     assert losses.modality_decoupling_loss(a, b).item() == pytest.approx(3.25)
     assert losses.multimodal_retention_loss(a, b).item() == pytest.approx(3.25)
+    assert losses.unimodal_retention_loss(a, b).item() == pytest.approx(3.25)
     assert losses.unimodal_retention_loss(a, a).item() == 0
     # cosine distance: rows (1,2)/(1,0) -> 1 - 1/sqrt(5); (3,4)/(0,4) -> 1 - 4/5
     expected = ((1 - 1 / 5 ** 0.5) + (1 - 0.8)) / 2
     assert losses.cosine_distance(a, b).item() == pytest.approx(expected)
     s1, s2 = torch.tensor([[1.0, 0.0], [2.0, 0.0]]), torch.zeros(2, 2)
     assert losses.similarity_decoupling_loss(s1, s2).item() == pytest.approx(5 / 4)
+    # both directions count: image-to-text rows, then text-to-image rows (the transposes), under `dis`
+    s1, s2 = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 1.0], [2.0, 1.0]])
+    rows = (1 + (1 - 3 / 10 ** 0.5)) / 2  # (1,0)/(0,1) -> 1; (1,1)/(2,1) -> 1 - 3/sqrt(10)
+    columns = 1 - 2 ** -0.5  # (1,1)/(0,2) and (0,1)/(1,1) -> 1 - 1/sqrt(2) each
+    assert losses.similarity_decoupling_loss(s1, s2, losses.cosine_distance).item() == pytest.approx(
+        (rows + columns) / 2)
     total = losses.multidelete_loss(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(3.0), 1.0, 0.5, 2.0)
     assert total.item() == pytest.approx(1 + 1 + 6)
     with pytest.raises(ValueError, match="unknown distance"):
         losses.get_distance("manhattan-ish")
 
 
-def test_targets_carry_no_gradient():
-    a = torch.randn(3, 4, requires_grad=True)
-    b = torch.randn(3, 4, requires_grad=True)
-    losses.modality_decoupling_loss(a, b).backward()
-    assert a.grad is not None and b.grad is None
+@pytest.mark.parametrize("loss", [losses.modality_decoupling_loss, losses.similarity_decoupling_loss,
+                                  losses.multimodal_retention_loss, losses.unimodal_retention_loss])
+def test_targets_carry_no_gradient(loss):
+    """Each loss pulls f' towards the frozen f's outputs: the second argument is a target, never trained."""
+    a = torch.randn(3, 3, requires_grad=True)
+    b = torch.randn(3, 3, requires_grad=True)
+    loss(a, b).backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0 and b.grad is None
 
 
 @pytest.mark.parametrize("units", [[0, 0, 1, 1, 2, 2], [5, 6], [1, 1, 1, 2, 3, 4], list(range(10))])

@@ -92,7 +92,11 @@ def test_the_protocol_reports_each_methods_own_final_model_and_caches_its_runs(
     original = table.evaluation.set_index("method").loc["original"]
     assert row["d_f"] != original["d_f"]
     assert set(table.evaluation["method"]) == {"original", "retrain", "neggrad-f"}
-    assert (table.noise_floor["retrain_noise_floor"] >= 0).all()
+    floor = table.noise_floor.set_index("seed")
+    assert list(floor.index) == [0]  # a second Retrain for the first evaluation seed
+    assert floor.loc[0, "retrain_noise_floor"] == pytest.approx(
+        abs(floor.loc[0, "retrain_d_f"] - floor.loc[0, "second_retrain_d_f"]))
+    assert floor.loc[0, "retrain_noise_floor"] > 0  # two Retrains of different seeds differ
 
     calls = []
     real_run_once = protocol._run_once
@@ -138,8 +142,12 @@ def test_bad_protocol_arguments_are_refused_before_any_work(fast_task, tmp_path,
 def test_erm_ktp_is_not_run_on_graphs_and_says_so():
     from types import SimpleNamespace
 
-    assert not protocol.applicable("erm-ktp", SimpleNamespace(variable_image_tokens=True))
-    assert protocol.applicable("multidelete", SimpleNamespace(variable_image_tokens=True))
+    graphs = SimpleNamespace(name="graph-text", variable_image_tokens=True)
+    assert not protocol.applicable("erm-ktp", graphs)
+    assert protocol.applicable("multidelete", graphs)
+    notes = {}
+    assert protocol._runnable(["erm-ktp", "multidelete"], graphs, notes) == ["multidelete"]
+    assert list(notes) == ["erm-ktp"] and "not defined on graph-text" in notes["erm-ktp"][0]
 
 
 def test_tradeoff_figure_marks_every_grid_point_and_the_chosen_one():
@@ -151,6 +159,9 @@ def test_tradeoff_figure_marks_every_grid_point_and_the_chosen_one():
     ax = fig.axes[0]
     points = sum(len(c.get_offsets()) for c in ax.collections)
     assert points == 10 + 2  # every run once, plus a ring on each chosen setting
+    rings = [c for c in ax.collections if len(c.get_offsets()) and c.get_sizes()[0] == 110]
+    ringed = sorted(tuple(xy) for c in rings for xy in np.asarray(c.get_offsets()))
+    assert ringed == [(-2.0, 58.0), (1.0, 58.0)]  # the chosen points themselves, not just two rings
 
 
 # -- claims ---------------------------------------------------------------------------------------------
