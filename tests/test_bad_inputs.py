@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -342,6 +343,7 @@ def test_dry_run_fails_exactly_when_the_run_would(env, capsys, name, prepare, er
     assert main([*call.argv, "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mdlib-run: ") and len(err.splitlines()) == 1
+    assert re.search(message, err)  # the same error the run itself gives, not just any refusal
     assert snapshot(env.root) == before
 
 
