@@ -129,8 +129,8 @@ def try_lock(fd: int) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
-    except OSError:  # the file system offers no locks (ENOLCK, EOPNOTSUPP)
-        return True
+    except OSError:  # the file system offers no locks (ENOLCK, EOPNOTSUPP): go on unlocked
+        pass
     return True
 
 

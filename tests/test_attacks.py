@@ -114,7 +114,9 @@ def test_mi_ratio_detects_forgetting_and_is_one_for_the_same_model(planted):
     assert mi_ratio(p_a, clf.member_probability(copy.deepcopy(planted.A), planted.task, planted.S)) == 1.0
     assert mi_ratio(p_a, p_b) > 1.2  # S dropped to the level of data B never saw
     mlp = MembershipClassifier.fit(planted.A, planted.task, planted.E, planted.N, seed=0, classifier="mlp")
-    assert 0 <= mlp.val_auc <= 100
+    assert mlp.val_auc > 60  # the MLP attack also tells members from non-members
+    assert mi_ratio(mlp.member_probability(planted.A, planted.task, planted.S),
+                    mlp.member_probability(planted.B, planted.task, planted.S)) > 1.2
     with pytest.raises(ValueError, match="unknown attack classifier"):
         MembershipClassifier.fit(planted.A, planted.task, planted.E, planted.N, classifier="svm")
     with pytest.raises(ValueError, match="both members and non-members"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ pytest.importorskip("torch_geometric")
 
 from torch_geometric.data import Batch, Data  # noqa: E402
 
-from mdlib.data.hpo import (EXTRACT_FILES, SubgraphSampler, citation, default_extract_dir,  # noqa: E402
+from mdlib.data.hpo import (EXTRACT_FILES, TEMPLATES, SubgraphSampler, citation, default_extract_dir,  # noqa: E402
                             graph_text_dataset, load_extract, relation_sentences)
 from mdlib.models import ModelConfig, MultimodalModel  # noqa: E402
 from mdlib.models.graph import GraphEncoder  # noqa: E402
@@ -156,6 +157,22 @@ def test_sentences_do_not_depend_on_the_label(extract):
     assert all(extract.names[g] in s for s in relation_sentences(extract, g, p, 3))
     # each relation cites its own paper, the same in all of its sentences
     assert all(f"({citation(g, p)})." in s for s in relation_sentences(extract, g, p, 3))
+    # over the whole extract, true and false claims use the templates and the phenotype's own name (rather
+    # than a synonym) equally often: the wording carries no trace of the label
+    patterns = [re.compile(re.escape(t[:-1]).replace(r"\{gene\}", ".+").replace(r"\{phenotype\}", ".+"))
+                for t in TEMPLATES]
+    counts = np.zeros((2, len(TEMPLATES)))
+    own_name = np.zeros(2)
+    for g, p, label in extract.relations.tolist():
+        for sentence in relation_sentences(extract, g, p, 3):
+            claim = sentence.rsplit(" (", 1)[0]  # without its citation
+            matched = [t for t, pattern in enumerate(patterns) if pattern.fullmatch(claim)]
+            assert len(matched) == 1, sentence
+            counts[label, matched[0]] += 1
+            own_name[label] += extract.names[p].lower() in sentence
+    shares = counts / counts.sum(1, keepdims=True)
+    assert 0.5 * np.abs(shares[1] - shares[0]).sum() < 0.05  # total variation between the labels' templates
+    assert abs(own_name[1] / counts[1].sum() - own_name[0] / counts[0].sum()) < 0.05
 
 
 def test_deletion_units_leave_whole(task):

@@ -3,6 +3,7 @@ statements), balance, image-dependence, whole deletion units, batch shapes, lear
 from __future__ import annotations
 
 import collections
+import copy
 import re
 
 import numpy as np
@@ -295,14 +296,24 @@ def test_accuracy_by_template(entailment):
     model = entailment.build_model()
     acc = entailment.accuracy_by_template(model, "val")
     assert set(acc) <= set(ENTAILMENT_TEMPLATES) and all(0 <= v <= 100 for v in acc.values())
+    # each template's accuracy counts that template's examples only: wrong on every second template's
+    # examples, right on the others
+    examples = entailment.split("val")
+    label, template = examples.fields["label"].numpy(), examples.fields["template"].numpy()
+    wrong = template % 2 == 0
+    pred = np.where(wrong, (label + 1) % entailment.n_classes, label)
+    entailment_fixed = copy.copy(entailment)
+    entailment_fixed.predictions = lambda model, split: (pred, label)
+    acc = entailment_fixed.accuracy_by_template(model, examples)
+    present = sorted(set(template.tolist()))
+    assert len(present) >= 2 and set(acc) == {ENTAILMENT_TEMPLATES[k] for k in present}
+    assert all(acc[ENTAILMENT_TEMPLATES[k]] == (0.0 if k % 2 == 0 else 100.0) for k in present)
     rows = entailment.examples_table("train", n=3)
     assert len(rows) == 3 and rows[0]["label"] in entailment.class_names
 
 
 def test_data_signature_follows_the_examples(entailment):
     """Part of a checkpoint's identity: the same data gives the same signature, other examples another one."""
-    import copy
-
     assert load_task("entailment", fast=True).data_signature() == entailment.data_signature()
     changed = copy.copy(entailment)
     changed.test = entailment.test.subset(torch.arange(len(entailment.test)))
