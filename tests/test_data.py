@@ -55,17 +55,17 @@ def test_minimal_pairs_change_exactly_the_named_thing():
     changed_only = {"colour": {"colour"}, "shape": {"shape"}, "size": {"size"}, "place": {"quadrant"},
                     "binding": {"colour"}}
     for kind, allowed in changed_only.items():
+        same_object = (lambda o: o.shape) if kind == "place" else (lambda o: o.quadrant)  # what stays put
         for _ in range(10):
             new = perturb(scene, kind, rng)
             assert new.tag == scene.tag and new.key() != scene.key(), kind
-            same_object = (lambda o: o.shape) if kind == "place" else (lambda o: o.quadrant)  # what stays put
             old_objs, new_objs = sorted(scene.objects, key=same_object), sorted(new.objects, key=same_object)
             changed = {f for a, b in zip(old_objs, new_objs) for f in fields if getattr(a, f) != getattr(b, f)}
             assert changed == allowed, (kind, changed)
             n_changed = sum(a != b for a, b in zip(old_objs, new_objs))
             assert n_changed == (2 if kind == "binding" else 1), (kind, n_changed)
-        if kind == "binding":  # the colours are swapped, not replaced
-            assert sorted(o.colour for o in new.objects) == sorted(o.colour for o in scene.objects)
+            if kind == "binding":  # the colours are swapped, not replaced
+                assert sorted(o.colour for o in new.objects) == sorted(o.colour for o in scene.objects)
     with pytest.raises(ValueError, match="unknown negative kind"):
         perturb(scene, "texture", rng)
 

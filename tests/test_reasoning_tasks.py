@@ -302,9 +302,9 @@ def test_accuracy_by_template(entailment):
     label, template = examples.fields["label"].numpy(), examples.fields["template"].numpy()
     wrong = template % 2 == 0
     pred = np.where(wrong, (label + 1) % entailment.n_classes, label)
-    entailment_fixed = copy.copy(entailment)
-    entailment_fixed.predictions = lambda model, split: (pred, label)
-    acc = entailment_fixed.accuracy_by_template(model, examples)
+    scripted = copy.copy(entailment)
+    scripted.predictions = lambda model, split: (pred, label)
+    acc = scripted.accuracy_by_template(model, examples)
     present = sorted(set(template.tolist()))
     assert len(present) >= 2 and set(acc) == {ENTAILMENT_TEMPLATES[k] for k in present}
     assert all(acc[ENTAILMENT_TEMPLATES[k]] == (0.0 if k % 2 == 0 else 100.0) for k in present)
