@@ -165,6 +165,21 @@ def test_record_is_identical_on_rerun_and_collects(tmp_path):
     assert results.write_results(tmp_path).read_text().startswith(",".join(results.COLUMNS))
 
 
+def test_figures_of_different_tasks_and_seeds_do_not_overwrite_each_other(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = set()
+    for task, seed in [("retrieval", 0), ("nlvr", 0), ("retrieval", 1)]:
+        fig, _ = plt.subplots()
+        s = setup(fast=True, seed=seed, output_dir=str(tmp_path), task=task)
+        paths.add(s.save_figure(fig, "06_tradeoff"))
+        plt.close(fig)
+    assert len(paths) == 3 and all(p.is_file() for p in paths)
+    assert tmp_path / "figures" / "06_tradeoff__nlvr__seed0.png" in paths
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"metric": "D_f"}, "lowercase"), ({"value": float("nan")}, "finite"), ({"task": "cooking"}, "unknown task"),
     ({"seed": "0"}, "non-negative int"), ({"extra": 1}, "unexpected keys"),

@@ -352,12 +352,14 @@ class Session:
         return write_json(payload, path)
 
     def save_figure(self, fig, name: str, dpi: int = 150) -> Path:
-        """Save a matplotlib figure as `figures/<name>.png` (atomically) and return the path."""
+        """Save a matplotlib figure as `figures/<name>__<task>__seed<seed>.png` (atomically, named like the
+        metrics files, so that the jobs of one run, one per task and seed, do not overwrite each other's
+        figures) and return the path."""
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"figure name must be a file-name-like string such as 'd_f_curves', got {name!r}")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        path = self.output_dir / "figures" / f"{name}.png"
+        path = self.output_dir / "figures" / f"{name}__{self.task_name or 'all'}__seed{self.seed}.png"
         with atomic_write(path, "wb") as fh:
             fh.write(buf.getvalue())
         return path
