@@ -74,10 +74,11 @@ def test_run_writes_a_report_with_every_notebook_status_results_and_figures(nbdi
         seconds = int(round(timings[name]["seconds"]))
         assert re.fullmatch(rf"{re.escape(name)}: ok, {seconds // 60}m{seconds % 60:02d}s", lines[name])
 
-    # the results table: mean ± sd over the two seeds of d_test = scale * (seed + 1) = 3 and 6
+    # the results table: the mean over the two seeds of d_test = scale * (seed + 1) = 3 and 6, and the half-width
+    # of its 95% interval: 12.71 (t quantile, 1 degree of freedom) x 2.12 (sd) / sqrt(2) = 19.1
     results = index.split("<h2>Results</h2>")[1].split("<h2>Figures</h2>")[0]
     assert "param_notebook" in results and "d_test" in results and "original" in results
-    assert results.count("4.5 ± 2.1") == 2  # one row per task
+    assert results.count("4.5 ± 19.1") == 2  # one row per task
     assert "seeds 0, 1" in results
 
     # the figures: thumbnails by relative link, no copy of the image in the index

@@ -189,11 +189,16 @@ def test_bad_rows_are_rejected(bad, message):
         check_rows([{**ROWS[0], **bad}])
 
 
-def test_summarise_gives_mean_and_std_over_seeds():
+def test_summarise_gives_mean_and_95_interval_or_std_over_seeds():
     df = pd.DataFrame([{**ROWS[0], "seed": s, "value": v} for s, v in [(0, 30.0), (1, 32.0)]])
-    assert results.summarise(df, index="method", columns="metric").loc["multidelete", "d_f"] == "31.0 ± 1.4"
+    # two seeds: sd 1.41, and the t quantile 12.71 times sd / sqrt(2) = 12.7 as the 95% half-width
+    assert results.summarise(df, index="method", columns="metric").loc["multidelete", "d_f"] == "31.0 ± 12.7"
+    assert results.summarise(df, index="method", columns="metric", spread="sd").loc["multidelete", "d_f"] == "31.0 ± 1.4"
     numeric = results.summarise(df, index="method", columns="metric", digits=None)
     assert numeric.loc[("multidelete", "d_f"), "n"] == 2
+    assert numeric.loc[("multidelete", "d_f"), "ci95"] > numeric.loc[("multidelete", "d_f"), "std"]
+    with pytest.raises(ValueError, match="ci95"):
+        results.summarise(df, index="method", columns="metric", spread="iqr")
 
 
 def test_paper_tables():

@@ -3,8 +3,8 @@
 `write_report(run_dir)` writes `<run_dir>/report/index.html` and one HTML page per executed notebook
 of `<run_dir>/notebooks/` (nbconvert, code and outputs, figures embedded), so a finished run can be read
 in a browser without Jupyter or Python. The index lists each notebook with its status and wall time
-from `timings.json`, the results of `results.csv`-style metrics as mean ± sd over seeds (one table per
-notebook), and the figures of `<run_dir>/figures/` as thumbnails linking to `../figures/`.
+from `timings.json`, the results of `results.csv`-style metrics as the mean over seeds ± the half-width of its
+95% interval (one table per notebook), and the figures of `<run_dir>/figures/` as thumbnails linking to `../figures/`.
 
 The runner writes the report at the end of every run (`mdlib-run`, `./scripts/run.sh`); a notebook that
 cannot be rendered is listed as such and does not fail the run.
@@ -108,8 +108,8 @@ def _results_html(run_dir: Path) -> str:
         return f'<p class="failed">The results could not be read: {html.escape(str(e))}</p>'
     if df.empty:
         return '<p class="note">No results: this run recorded no metrics.</p>'
-    parts = ['<p class="meta">Mean ± sd over seeds (a single value: one seed), per notebook, task, method, '
-             'forget size (df_size) and metric.</p>']
+    parts = ['<p class="meta">Mean over seeds ± the half-width of its 95% t interval (a single value: one seed), '
+             'per notebook, task, method, forget size (df_size) and metric.</p>']
     for notebook, rows in df.groupby("notebook", sort=True):
         seeds = sorted(rows["seed"].unique())
         table = summarise(rows, index=("task", "method", "df_size"), columns=("metric",)).reset_index()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..metrics import mean_interval
 from ..utils import atomic_write
 
 __all__ = ["COLUMNS", "METHOD_ORDER", "PAPER_COLUMNS", "PAPER", "collect", "write_results", "summarise",
@@ -83,13 +84,16 @@ def write_results(run_dir: str | Path) -> Path:
 
 
 def summarise(df: pd.DataFrame, index=("task", "method"), columns=("metric",), *, digits: int | None = 1,
-              over: str = "seed") -> pd.DataFrame:
-    """Mean ± std over `over` (seeds) of a long table, pivoted to `index` x `columns`.
+              over: str = "seed", spread: str = "ci95") -> pd.DataFrame:
+    """Mean ± spread over `over` (seeds) of a long table, pivoted to `index` x `columns`.
 
+    `spread` is "ci95" (the half-width of the 95% t interval of the mean, as `metrics.mean_interval`) or "sd".
     With `digits` the cells are text ("83.4 ± 1.2", or "83.4" from a single seed);
-    with `digits=None` the result has numeric `mean`, `std` and `n` columns instead.
+    with `digits=None` the result has numeric `mean`, `std`, `n` and `ci95` columns instead.
     Methods are listed in Table 1's order.
     """
+    if spread not in ("ci95", "sd"):
+        raise ValueError(f'spread must be "ci95" or "sd", got {spread!r}')
     index, columns = list(np.atleast_1d(index)), list(np.atleast_1d(columns))
     missing = [c for c in index + columns + ["value", over] if c not in df.columns]
     if missing:
@@ -97,12 +101,15 @@ def summarise(df: pd.DataFrame, index=("task", "method"), columns=("metric",), *
     keys = index + columns
     # Average repeated rows of one seed first so that std is over seeds only.
     per_seed = df.groupby(keys + [over], dropna=False)["value"].mean()
-    stats = per_seed.groupby(level=keys, dropna=False).agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    groups = per_seed.groupby(level=keys, dropna=False)
+    stats = groups.agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    stats["ci95"] = groups.agg(lambda v: mean_interval(v)[1])
     if digits is None:
         out = stats
     else:
+        half = stats["ci95" if spread == "ci95" else "std"]
         text = [f"{m:.{digits}f}" if n < 2 or np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
-                for m, s, n in zip(stats["mean"], stats["std"], stats["n"])]
+                for m, s, n in zip(stats["mean"], half, stats["n"])]
         out = pd.Series(text, index=stats.index).unstack(columns) if columns else pd.Series(text, index=stats.index)
     if "method" in index:
         order = method_order(out.index.get_level_values("method"))
