@@ -13,6 +13,15 @@ L = 1 + weight_decay, epsilon = 5, delta = 1/n^2, n = |D_r|, T = the number of s
 The steps use AdamW on mini-batches of D_r (the theory's full-batch gradient descent with step
 size 2/(m + M) would not move a network in a few steps). The noise is large: scrubbing is
 expected to take the model towards chance, which is what the paper's Table 1 reports.
+
+What differs from the source and why:
+* the loss is non-convex, so the (epsilon, delta) guarantee does not hold; the formula only sets the
+  noise's scale, with the constants above (the source assumes m, M and L are known);
+* mini-batch AdamW steps instead of full-batch gradient descent (see above);
+* Neel et al. add noise after every update of a stream of deletions; here one request, one scrub;
+* Table 1's protocol (`mdlib.pipeline.protocol.GRIDS`) tunes `sigma` over the formula's value and three
+  milder fixed scales, so its DtD row need not carry the formula's noise: the chosen scale is named
+  in the table, and a fixed scale gives no privacy guarantee at all.
 """
 from __future__ import annotations
 
