@@ -3,8 +3,9 @@
 `write_report(run_dir)` writes `<run_dir>/report/index.html` and one HTML page per executed notebook
 of `<run_dir>/notebooks/` (nbconvert, code and outputs, figures embedded), so a finished run can be read
 in a browser without Jupyter or Python. The index lists each notebook with its status and wall time
-from `timings.json`, the results of `results.csv`-style metrics as the mean over seeds ± the half-width of its
-95% interval (one table per notebook), and the figures of `<run_dir>/figures/` as thumbnails linking to `../figures/`.
+from `timings.json`, the results of `results.csv`-style metrics as the mean over seeds ± the half-width of
+its 95% interval (one table per notebook), and the figures of `<run_dir>/figures/` as thumbnails linking
+to `../figures/`.
 
 The runner writes the report at the end of every run (`mdlib-run`, `./scripts/run.sh`); a notebook that
 cannot be rendered is listed as such and does not fail the run.
