@@ -69,9 +69,10 @@ PER_EXTRA_SEED = {"06": (60, 1500), ("06", "graph-text"): (60, 600), ("06", "ent
 # an NLVR FineTune epoch of D_r takes 4x retrieval's). A notebook's retrieval figure is scaled by it unless the
 # (number, task) keys above give the task's own. Those: NLVR's notebook 01 trains f and Retrain (32 and 30
 # minutes, measured). Graph-text's Table 1 (every method): 36 minutes for the grids and seed 0, and 9-10 minutes
-# for each further seed, in its first run; 1 h 23 min in all on a slower day (2 December). Retrieval's and entailment's: their whole three-seed Table 1 from an empty
-# data folder (every method and "-F" variant), 2 h 50 min and 3 h 27 min (2 December). NLVR's, from its parts
-# measured: f 32 minutes, each Retrain 30, each method run 2-4 minutes (52 for the grids and 13 per seed).
+# for each further seed, in its first run; 1 h 23 min in all on a slower day (2 December). Retrieval's and
+# entailment's: their whole three-seed Table 1 from an empty data folder (every method and "-F" variant), 2 h 50
+# min and 3 h 27 min (2 December). NLVR's, from its parts measured: f 32 minutes, each Retrain 30, each method
+# run 2-4 minutes (52 for the grids and 13 per seed).
 TASK_COST = {"retrieval": 1.0, "entailment": 2.0, "nlvr": 4.4, "graph-text": 0.5}
 
 
