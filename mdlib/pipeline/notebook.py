@@ -348,8 +348,12 @@ class Session:
             table[tuple(row[k] for k in ROW_KEYS[:-1])] = row
         payload = {"notebook": notebook, "task": self.task_name, "seed": self.seed, "fast": self.fast,
                    "device": self.device.type, "params": self.params, "rows": list(table.values())}
-        path = self.output_dir / "metrics" / f"{notebook}__{self.task_name or 'all'}__seed{self.seed}.json"
+        path = self._output_path("metrics", notebook, ".json")
         return write_json(payload, path)
+
+    def _output_path(self, folder: str, name: str, suffix: str) -> Path:
+        """`<output_dir>/<folder>/<name>__<task>__seed<seed><suffix>`: one file per job of a run (task and seed)."""
+        return self.output_dir / folder / f"{name}__{self.task_name or 'all'}__seed{self.seed}{suffix}"
 
     def save_figure(self, fig, name: str, dpi: int = 150) -> Path:
         """Save a matplotlib figure as `figures/<name>__<task>__seed<seed>.png` (atomically, named like the
@@ -359,7 +363,7 @@ class Session:
             raise ValueError(f"figure name must be a file-name-like string such as 'd_f_curves', got {name!r}")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        path = self.output_dir / "figures" / f"{name}__{self.task_name or 'all'}__seed{self.seed}.png"
+        path = self._output_path("figures", name, ".png")
         with atomic_write(path, "wb") as fh:
             fh.write(buf.getvalue())
         return path
