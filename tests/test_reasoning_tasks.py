@@ -12,7 +12,7 @@ import torch
 
 from mdlib.data.reasoning import (
     CONTRADICTION, ENTAILMENT, ENTAILMENT_TEMPLATES, NEUTRAL, NLVR_TEMPLATES, Grammar, entailment_hypotheses,
-    fit_tokenizer, nlvr_statements, pair_images,
+    fit_tokenizer, mention_kind, nlvr_statements, pair_images,
 )
 from mdlib.data.scenes import COLOURS, QUADRANTS, SHAPES, SIZES, Scene, SceneObject
 from mdlib.data.tokenizer import train_tokenizer
@@ -310,6 +310,30 @@ def test_accuracy_by_template(entailment):
     assert all(acc[ENTAILMENT_TEMPLATES[k]] == (0.0 if k % 2 == 0 else 100.0) for k in present)
     rows = entailment.examples_table("train", n=3)
     assert len(rows) == 3 and rows[0]["label"] in entailment.class_names
+
+
+def test_mention_kind_reads_what_a_statement_names():
+    assert mention_kind("in the photo by ada lund there is a red shape") == "colour"
+    assert mention_kind("in the photos by bo kent and cleo ross both images contain a circle") == "shape"
+    assert mention_kind("there is no red circle made of wood") == "colour and shape"
+    assert mention_kind("the left image has more red circles than the right image") == "colour and shape"
+    assert mention_kind("there are not three shapes") is None
+    assert mention_kind("this photo was taken by ada lund") is None
+
+
+@pytest.mark.parametrize("name", ["entailment", "nlvr"])
+def test_accuracy_by_mention_counts_each_kind_apart(name, entailment, nlvr):
+    task = {"entailment": entailment, "nlvr": nlvr}[name]
+    examples = task.split("val")
+    label = examples.fields["label"].numpy()
+    kind = [mention_kind(task.texts[int(i)]) for i in examples.fields["example_id"]]
+    assert {"colour", "shape", "colour and shape"} <= set(kind)
+    # a scripted model that reads colours only: right wherever a colour is named, wrong elsewhere
+    reads_colour = np.array([k is not None and "colour" in k for k in kind])
+    pred = np.where(reads_colour, label, (label + 1) % task.n_classes)
+    scripted = copy.copy(task)
+    scripted.predictions = lambda model, split: (pred, label)
+    assert scripted.accuracy_by_mention(None, examples) == {"colour": 100.0, "shape": 0.0, "colour and shape": 100.0}
 
 
 def test_data_signature_follows_the_examples(entailment):
