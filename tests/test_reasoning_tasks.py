@@ -12,9 +12,9 @@ import torch
 
 from mdlib.data.reasoning import (
     CONTRADICTION, ENTAILMENT, ENTAILMENT_TEMPLATES, NEUTRAL, NLVR_TEMPLATES, Grammar, entailment_hypotheses,
-    fit_tokenizer, mention_kind, nlvr_statements, pair_images,
+    SURNAMES, fit_tokenizer, mention_kind, nlvr_statements, pair_images,
 )
-from mdlib.data.scenes import COLOURS, QUADRANTS, SHAPES, SIZES, Scene, SceneObject
+from mdlib.data.scenes import COLOURS, NAMES, QUADRANTS, SHAPES, SIZES, Scene, SceneObject
 from mdlib.data.tokenizer import train_tokenizer
 from mdlib.tasks import load_task
 
@@ -319,6 +319,9 @@ def test_mention_kind_reads_what_a_statement_names():
     assert mention_kind("the left image has more red circles than the right image") == "colour and shape"
     assert mention_kind("there are not three shapes") is None
     assert mention_kind("this photo was taken by ada lund") is None
+    # the lead "in the photo by <name>" counts for nothing because no name is a colour or shape word
+    names = set(NAMES) | set(SURNAMES)
+    assert all(mention_kind(f"this photo was taken by {n}") is None for n in names)
 
 
 @pytest.mark.parametrize("name", ["entailment", "nlvr"])

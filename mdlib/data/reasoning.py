@@ -171,14 +171,14 @@ def noun_phrase(desc: Desc, plural: bool = False) -> str:
 MENTION_KINDS = ("colour", "shape", "colour and shape")
 _COLOUR_WORDS = frozenset(COLOURS)
 _SHAPE_WORDS = frozenset(SHAPES) | frozenset(_PLURAL.values())
-_PHOTOGRAPHER_LEAD = re.compile(r"^in the photos? by \w+ \w+ (and \w+ \w+ )?")
 
 
 def mention_kind(text: str) -> str | None:
     """What the object mentions of a statement name: "colour" ("there is a red shape"), "shape" ("both
     images contain a circle"), "colour and shape" ("there is no red circle"), or None when they name neither
-    (counts of "shapes", photographer statements). The "in the photo by <name>" lead is skipped."""
-    words = set(_PHOTOGRAPHER_LEAD.sub("", text).split())
+    (counts of "shapes", photographer statements). No photographer's name is a colour or shape word, so the
+    "in the photo by <name>" lead does not count."""
+    words = set(text.split())
     colour, shape = bool(words & _COLOUR_WORDS), bool(words & _SHAPE_WORDS)
     return {(True, False): "colour", (False, True): "shape", (True, True): "colour and shape"}.get((colour, shape))
 

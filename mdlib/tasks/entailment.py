@@ -189,19 +189,21 @@ class StatementTask(Task):
     def accuracy_by_template(self, model: MultimodalModel, split: str | ExampleSet = "test") -> dict[str, float]:
         """Accuracy (%) per statement template on a split: which kinds of statement the model has learnt."""
         examples = self.split(split) if isinstance(split, str) else split
-        pred, label = self.predictions(model, examples)
         template = examples.fields["template"].numpy()
-        return {name: 100.0 * float((pred[template == k] == label[template == k]).mean())
-                for k, name in enumerate(self.templates) if (template == k).any()}
+        return self._accuracy_by(model, examples, np.array(self.templates)[template], self.templates)
 
     def accuracy_by_mention(self, model: MultimodalModel, split: str | ExampleSet = "test") -> dict[str, float]:
         """Accuracy (%) by what a statement's object mentions name (`mention_kind`: "colour", "shape", "colour
         and shape"), over the statements that name one: whether the model reads colours, shapes, or both."""
         examples = self.split(split) if isinstance(split, str) else split
-        pred, label = self.predictions(model, examples)
         kind = np.array([mention_kind(self.texts[int(i)]) or "" for i in examples.fields["example_id"]])
-        return {k: 100.0 * float((pred[kind == k] == label[kind == k]).mean()) for k in MENTION_KINDS
-                if (kind == k).any()}
+        return self._accuracy_by(model, examples, kind, MENTION_KINDS)
+
+    def _accuracy_by(self, model: MultimodalModel, examples: ExampleSet, group: np.ndarray,
+                     names: tuple[str, ...]) -> dict[str, float]:
+        """Accuracy (%) on `examples` within each group in `names` that occurs; `group` (N,) names each example's."""
+        pred, label = self.predictions(model, examples)
+        return {g: 100.0 * float((pred[group == g] == label[group == g]).mean()) for g in names if (group == g).any()}
 
     def examples_table(self, split: str = "train", n: int = 10) -> list[dict]:
         """The first `n` examples of a split as readable rows (image, unit, text, label, template)."""
