@@ -7,6 +7,12 @@ and its original model have it; each is computed, none assumed:
   ground truth than a random *training* example. 50 = the model treats the two alike (nothing memorised);
   below 50 = training examples are favoured (memorised). The deletion set inherits that gap, and Retrain,
   which never saw it, does not.
+* `memorisation_auc_within_template(task, model)`: the same AUC with each test example compared only with
+  training examples of its own statement template (entailment, NLVR). The pooled AUC also ranks one kind of
+  statement against another: if count statements are answered more confidently than photographer statements
+  on training and test images alike, that difference, not membership, decides the pairs across templates.
+  Comparing like with like removes it (membership inference calls this calibrating for difficulty);
+  `memorisation_auc_by_template` gives each template's own AUC.
 * `df_text_overlap(forget, retain)`: the share (%) of D_f's texts that occur verbatim in D_r. A text that
   D_r repeats is not specific to D_f: a model that saw D_r still knows it, Retrain included.
 * `text_only_accuracy(task)`: the test accuracy (%) of a bag-of-words logistic regression on the text
@@ -32,8 +38,8 @@ from .metrics import auc
 from .models import MultimodalModel
 from .tasks.base import Task, derangement
 
-__all__ = ["memorisation_auc", "df_text_overlap", "text_only_accuracy", "pairing_probabilities", "pairing_gap",
-           "memorisation_report"]
+__all__ = ["memorisation_auc", "memorisation_auc_by_template", "memorisation_auc_within_template", "df_text_overlap",
+           "text_only_accuracy", "pairing_probabilities", "pairing_gap", "memorisation_report"]
 
 
 def memorisation_auc(task: Task, model: MultimodalModel, train: ExampleSet | None = None,
@@ -42,6 +48,38 @@ def memorisation_auc(task: Task, model: MultimodalModel, train: ExampleSet | Non
     train = task.train if train is None else train
     test = task.test if test is None else test
     return 100 * auc(task.true_logodds(model, test), task.true_logodds(model, train))
+
+
+def _template_scores(task: Task, model: MultimodalModel, train: ExampleSet | None,
+                     test: ExampleSet | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{template: (its test examples' log-odds, its training examples' log-odds)}, templates in both splits."""
+    train = task.train if train is None else train
+    test = task.test if test is None else test
+    if len(getattr(task, "templates", ())) < 2 or "template" not in train.fields or "template" not in test.fields:
+        raise ValueError(f"the {task.name} task has no statement templates to compare within; "
+                         "memorisation_auc compares all its examples at once")
+    z_test, z_train = task.true_logodds(model, test), task.true_logodds(model, train)
+    t_test, t_train = test.fields["template"].numpy(), train.fields["template"].numpy()
+    return {task.templates[k]: (z_test[t_test == k], z_train[t_train == k]) for k in np.intersect1d(t_test, t_train)}
+
+
+def memorisation_auc_by_template(task: Task, model: MultimodalModel, train: ExampleSet | None = None,
+                                 test: ExampleSet | None = None) -> dict[str, float]:
+    """{template: `memorisation_auc` of that template's examples alone} (entailment, NLVR)."""
+    return {name: 100 * auc(z_test, z_train) for name, (z_test, z_train) in
+            _template_scores(task, model, train, test).items()}
+
+
+def memorisation_auc_within_template(task: Task, model: MultimodalModel, train: ExampleSet | None = None,
+                                     test: ExampleSet | None = None) -> float:
+    """`memorisation_auc` with each test example compared only with training examples of its own template:
+    P(a random test example outranks a random training example of the same template) x 100, i.e. the
+    per-template AUCs weighted by their share of the test examples. 50 = no template tells training from
+    test examples, however confident the model is on one template relative to another."""
+    parts = _template_scores(task, model, train, test).values()
+    n_test = np.array([len(z_test) for z_test, _ in parts], dtype=np.float64)
+    aucs = np.array([auc(z_test, z_train) for z_test, z_train in parts])
+    return float(100 * (n_test * aucs).sum() / n_test.sum())
 
 
 def _texts(examples: ExampleSet) -> list[tuple[int, ...]]:
@@ -130,9 +168,12 @@ def pairing_gap(task: Task, model: MultimodalModel, examples: ExampleSet, seed: 
 def memorisation_report(task: Task, model: MultimodalModel, forget: ExampleSet, retain: ExampleSet,
                         seed: int = 0) -> dict[str, float]:
     """`memorisation_auc`, `df_text_overlap`, `df_pairing_gap` (`pairing_gap` on D_f), `text_only_acc`
-    (+ `entity_only_acc` for graph-text)."""
-    report = {"memorisation_auc": memorisation_auc(task, model), "df_text_overlap": df_text_overlap(forget, retain),
-              "df_pairing_gap": pairing_gap(task, model, forget, seed), "text_only_acc": text_only_accuracy(task, seed)}
+    (+ `memorisation_auc_within` for the statement tasks, `entity_only_acc` for graph-text)."""
+    report = {"memorisation_auc": memorisation_auc(task, model)}
+    if len(getattr(task, "templates", ())) > 1:  # entailment, NLVR
+        report["memorisation_auc_within"] = memorisation_auc_within_template(task, model)
+    report |= {"df_text_overlap": df_text_overlap(forget, retain), "df_pairing_gap": pairing_gap(task, model, forget, seed),
+               "text_only_acc": text_only_accuracy(task, seed)}
     if hasattr(task, "entity_only_accuracy") and "relation" in task.train.fields:  # the embedded graph-text task
         report["entity_only_acc"] = task.entity_only_accuracy(seed)
     return report

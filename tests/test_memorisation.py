@@ -10,7 +10,8 @@ import torch
 
 from mdlib.data.examples import ExampleSet
 from mdlib.data.reasoning import CONTRADICTION, ENTAILMENT, world_photographers
-from mdlib.memorisation import (df_text_overlap, memorisation_auc, pairing_gap, pairing_probabilities,
+from mdlib.memorisation import (df_text_overlap, memorisation_auc, memorisation_auc_by_template,
+                                memorisation_auc_within_template, pairing_gap, pairing_probabilities,
                                 text_only_accuracy)
 
 
@@ -142,6 +143,57 @@ def test_memorisation_auc_reads_the_log_odds_gap():
             return examples.fields["label"].double().numpy()
 
     assert memorisation_auc(Scores, model=None) == 25.0  # half below every training example, half tied (1/2)
+
+
+def _templated(scores: list[float], templates: list[int]) -> ExampleSet:
+    examples = _examples(["x"] * len(scores), [0] * len(scores))
+    examples.fields["score"] = torch.tensor(scores, dtype=torch.float64)
+    examples.fields["template"] = torch.tensor(templates)
+    return examples
+
+
+class _TemplateScores:
+    """A stand-in statement task whose log-odds are the examples' `score` field."""
+    name, templates = "stand-in", ("count", "photographer")
+
+    def __init__(self, train: ExampleSet, test: ExampleSet):
+        self.train, self.test = train, test
+
+    @staticmethod
+    def true_logodds(model, examples):
+        return examples.fields["score"].numpy()
+
+
+def test_within_template_auc_compares_like_with_like():
+    # count statements answered confidently (8) on training and test images alike; photographer statements
+    # memorised: 4 on training images, 0 on test ones. Equal template shares in both splits.
+    task = _TemplateScores(train=_templated([8] * 50 + [4] * 50, [0] * 50 + [1] * 50),
+                           test=_templated([8] * 50 + [0] * 50, [0] * 50 + [1] * 50))
+    assert memorisation_auc_by_template(task, None) == {"count": 50.0, "photographer": 0.0}
+    assert memorisation_auc_within_template(task, None) == 25.0  # equal shares: the mean of 50 and 0
+    # pooled: count pairs tie (1/4 x 1/2), a test count statement outranks a memorised training photographer
+    # statement (1/4 x 1), a test photographer statement outranks nothing
+    assert memorisation_auc(task, None) == 37.5
+    # no memorisation at all, only the template mix differs between splits: the pooled AUC reads "memorised",
+    # the within-template one does not
+    task = _TemplateScores(train=_templated([8] * 80 + [0] * 20, [0] * 80 + [1] * 20),
+                           test=_templated([8] * 20 + [0] * 80, [0] * 20 + [1] * 80))
+    assert memorisation_auc(task, None) == pytest.approx(20.0)
+    assert memorisation_auc_within_template(task, None) == 50.0
+    # each template weighs by its share of the test examples: 80% count at 50, 20% photographer at 0 -> 40
+    task.test = _templated([8] * 80 + [0] * 20, [0] * 80 + [1] * 20)
+    task.train = _templated([8] * 30 + [5] * 70, [0] * 30 + [1] * 70)
+    assert memorisation_auc_within_template(task, None) == 40.0
+
+
+def test_within_template_auc_needs_templates(fast_task, entailment):
+    with pytest.raises(ValueError, match="no statement templates"):
+        memorisation_auc_within_template(fast_task, model=None)  # retrieval: captions have no templates
+    torch.manual_seed(0)
+    model = entailment.build_model().eval()
+    by_template = memorisation_auc_by_template(entailment, model)
+    assert "photographer" in by_template and set(by_template) <= set(entailment.templates)  # those in both splits
+    assert all(0 <= v <= 100 for v in by_template.values())
 
 
 def test_summarise_ranks_by_log_odds_and_reports_probabilities(entailment):
