@@ -50,24 +50,41 @@ def memorisation_auc(task: Task, model: MultimodalModel, train: ExampleSet | Non
     return 100 * auc(task.true_logodds(model, test), task.true_logodds(model, train))
 
 
-def _template_scores(task: Task, model: MultimodalModel, train: ExampleSet | None,
-                     test: ExampleSet | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{template: (its test examples' log-odds, its training examples' log-odds)}, templates in both splits."""
+def _has_templates(task: Task, *splits: ExampleSet) -> bool:
+    """Whether the task's statements come in two or more templates (entailment, NLVR) that `splits` label."""
+    return len(getattr(task, "templates", ())) > 1 and all("template" in ex.fields for ex in splits)
+
+
+def _template_aucs(task: Task, z_test: np.ndarray, z_train: np.ndarray, test: ExampleSet,
+                   train: ExampleSet) -> dict[str, tuple[float, int]]:
+    """{template: (AUC x 100 of its test log-odds against its training ones, its number of test examples)}
+    from the log-odds of every test (N_test,) and training (N_train,) example; templates in both splits."""
+    t_test, t_train = test.fields["template"].numpy(), train.fields["template"].numpy()
+    return {task.templates[k]: (100 * auc(z_test[t_test == k], z_train[t_train == k]), int((t_test == k).sum()))
+            for k in np.intersect1d(t_test, t_train)}
+
+
+def _within(template_aucs: dict[str, tuple[float, int]]) -> float:
+    """The per-template AUCs weighted by their number of test examples."""
+    aucs, n_test = np.array(list(template_aucs.values()), dtype=np.float64).T
+    return float((n_test * aucs).sum() / n_test.sum())
+
+
+def _template_aucs_of(task: Task, model: MultimodalModel, train: ExampleSet | None,
+                      test: ExampleSet | None) -> dict[str, tuple[float, int]]:
+    """`_template_aucs` of `model` on the given splits (None = the task's own)."""
     train = task.train if train is None else train
     test = task.test if test is None else test
-    if len(getattr(task, "templates", ())) < 2 or "template" not in train.fields or "template" not in test.fields:
+    if not _has_templates(task, test, train):
         raise ValueError(f"the {task.name} task has no statement templates to compare within; "
                          "memorisation_auc compares all its examples at once")
-    z_test, z_train = task.true_logodds(model, test), task.true_logodds(model, train)
-    t_test, t_train = test.fields["template"].numpy(), train.fields["template"].numpy()
-    return {task.templates[k]: (z_test[t_test == k], z_train[t_train == k]) for k in np.intersect1d(t_test, t_train)}
+    return _template_aucs(task, task.true_logodds(model, test), task.true_logodds(model, train), test, train)
 
 
 def memorisation_auc_by_template(task: Task, model: MultimodalModel, train: ExampleSet | None = None,
                                  test: ExampleSet | None = None) -> dict[str, float]:
     """{template: `memorisation_auc` of that template's examples alone} (entailment, NLVR)."""
-    return {name: 100 * auc(z_test, z_train) for name, (z_test, z_train) in
-            _template_scores(task, model, train, test).items()}
+    return {name: value for name, (value, _) in _template_aucs_of(task, model, train, test).items()}
 
 
 def memorisation_auc_within_template(task: Task, model: MultimodalModel, train: ExampleSet | None = None,
@@ -76,10 +93,7 @@ def memorisation_auc_within_template(task: Task, model: MultimodalModel, train: 
     P(a random test example outranks a random training example of the same template) x 100, i.e. the
     per-template AUCs weighted by their share of the test examples. 50 = no template tells training from
     test examples, however confident the model is on one template relative to another."""
-    parts = _template_scores(task, model, train, test).values()
-    n_test = np.array([len(z_test) for z_test, _ in parts], dtype=np.float64)
-    aucs = np.array([auc(z_test, z_train) for z_test, z_train in parts])
-    return float(100 * (n_test * aucs).sum() / n_test.sum())
+    return _within(_template_aucs_of(task, model, train, test))
 
 
 def _texts(examples: ExampleSet) -> list[tuple[int, ...]]:
@@ -169,9 +183,10 @@ def memorisation_report(task: Task, model: MultimodalModel, forget: ExampleSet, 
                         seed: int = 0) -> dict[str, float]:
     """`memorisation_auc`, `df_text_overlap`, `df_pairing_gap` (`pairing_gap` on D_f), `text_only_acc`
     (+ `memorisation_auc_within` for the statement tasks, `entity_only_acc` for graph-text)."""
-    report = {"memorisation_auc": memorisation_auc(task, model)}
-    if len(getattr(task, "templates", ())) > 1:  # entailment, NLVR
-        report["memorisation_auc_within"] = memorisation_auc_within_template(task, model)
+    z_test, z_train = task.true_logodds(model, task.test), task.true_logodds(model, task.train)  # scored once
+    report = {"memorisation_auc": 100 * auc(z_test, z_train)}
+    if _has_templates(task, task.test, task.train):  # entailment, NLVR
+        report["memorisation_auc_within"] = _within(_template_aucs(task, z_test, z_train, task.test, task.train))
     report |= {"df_text_overlap": df_text_overlap(forget, retain), "df_pairing_gap": pairing_gap(task, model, forget, seed),
                "text_only_acc": text_only_accuracy(task, seed)}
     if hasattr(task, "entity_only_accuracy") and "relation" in task.train.fields:  # the embedded graph-text task

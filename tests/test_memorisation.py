@@ -11,8 +11,8 @@ import torch
 from mdlib.data.examples import ExampleSet
 from mdlib.data.reasoning import CONTRADICTION, ENTAILMENT, world_photographers
 from mdlib.memorisation import (df_text_overlap, memorisation_auc, memorisation_auc_by_template,
-                                memorisation_auc_within_template, pairing_gap, pairing_probabilities,
-                                text_only_accuracy)
+                                memorisation_auc_within_template, memorisation_report, pairing_gap,
+                                pairing_probabilities, text_only_accuracy)
 
 
 VOCAB: dict[str, int] = {}  # shared by every set built here, so that equal words get equal ids
@@ -194,6 +194,10 @@ def test_within_template_auc_needs_templates(fast_task, entailment):
     by_template = memorisation_auc_by_template(entailment, model)
     assert "photographer" in by_template and set(by_template) <= set(entailment.templates)  # those in both splits
     assert all(0 <= v <= 100 for v in by_template.values())
+    forget, retain = entailment.forget_split(0.1, seed=0)
+    report = memorisation_report(entailment, model, forget, retain)  # scores each split once for both AUCs
+    assert report["memorisation_auc_within"] == pytest.approx(memorisation_auc_within_template(entailment, model))
+    assert report["memorisation_auc"] == pytest.approx(memorisation_auc(entailment, model))
 
 
 def test_summarise_ranks_by_log_odds_and_reports_probabilities(entailment):
