@@ -37,6 +37,11 @@ class TrainConfig:
     retrieval, seed 0, bfloat16, 80 epochs: mean recall 82.3 with buckets against 85.8 without (ITM
     accuracy 63.6 vs 67.8); the float32 recipe of the previous release gave 87.4 and 69.8 on the
     same machine (89.5 and 70.1 in an earlier run of that same recipe).
+
+    `repeat_templates` ({template name: n}, statement tasks with `one_per_unit=False`) shows every training
+    statement of the named templates n times per epoch instead of once; {"photographer": 8} makes the
+    entailment model memorise its images' photographers (README, "Something to forget on every task").
+    Empty by default, and then left out of `to_dict`, so that checkpoints saved before it keep their names.
     """
 
     epochs: int = 80
@@ -56,6 +61,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     precision: str = "auto"
     bucket_by_length: bool = False
+    repeat_templates: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -73,9 +79,35 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise ValueError(f"TrainConfig.{name} must lie in [0, 1], got {v!r}")
+        repeats = self.repeat_templates
+        if not isinstance(repeats, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                for k, v in repeats.items()):
+            raise ValueError(f"TrainConfig.repeat_templates must map template names to positive ints, got {repeats!r}")
+        if repeats and self.one_per_unit:
+            raise ValueError("TrainConfig.repeat_templates repeats statements within an epoch over every statement: "
+                             "it needs one_per_unit=False")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not d["repeat_templates"]:
+            del d["repeat_templates"]
+        return d
+
+
+def epoch_pool(task: Task, data: ExampleSet, repeat_templates: dict) -> torch.Tensor:
+    """Indices (P,) that one epoch shuffles: every example of `data` once, then the examples of each
+    template named in `repeat_templates` (n - 1) more times. Raises ValueError for a template the task lacks."""
+    known = tuple(getattr(task, "templates", ()))
+    unknown = sorted(set(repeat_templates) - set(known))
+    if unknown:
+        raise ValueError(f"TrainConfig.repeat_templates names {unknown}, not templates of the {task.name} task "
+                         f"(its templates: {list(known) or 'none'})")
+    pool = [torch.arange(len(data))]
+    for name, times in repeat_templates.items():
+        chosen = torch.nonzero(data.fields["template"] == known.index(name))[:, 0]
+        pool += [chosen] * (times - 1)
+    return torch.cat(pool)
 
 
 def make_optimizer(model: MultimodalModel, lr: float, weight_decay: float, fusion_lr_mult: float = 1.0,
@@ -123,8 +155,10 @@ def train(model: MultimodalModel, task: Task, data: ExampleSet, config: TrainCon
     if len(data) == 0:
         raise ValueError("cannot train on an empty example set")
     device = next(model.parameters()).device
+    pool = epoch_pool(task, data, config.repeat_templates) if config.repeat_templates else None
     g = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil((len(data.units()) if config.one_per_unit else len(data)) / config.batch_size)
+    epoch_size = len(pool) if pool is not None else len(data.units()) if config.one_per_unit else len(data)
+    steps_per_epoch = math.ceil(epoch_size / config.batch_size)
     total = config.epochs * steps_per_epoch
     dtype = resolve_precision(config.precision, device)
     masters = MasterWeights(model, [p for p in model.parameters() if p.requires_grad], dtype)
@@ -138,7 +172,10 @@ def train(model: MultimodalModel, task: Task, data: ExampleSet, config: TrainCon
             for epoch in range(config.epochs):
                 model.train()
                 hard = epoch >= config.hard_from * config.epochs
-                idx = data.one_per_unit(g) if config.one_per_unit else torch.randperm(len(data), generator=g)
+                if pool is not None:
+                    idx = pool[torch.randperm(len(pool), generator=g)]
+                else:
+                    idx = data.one_per_unit(g) if config.one_per_unit else torch.randperm(len(data), generator=g)
                 idx = idx[torch.randperm(len(idx), generator=g)]
                 batches = data.length_buckets(idx, config.batch_size, g) if config.bucket_by_length else \
                     idx.split(config.batch_size)

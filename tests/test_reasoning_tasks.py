@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import re
 
 import numpy as np
@@ -346,3 +347,61 @@ def test_data_signature_follows_the_examples(entailment):
     changed.test = entailment.test.subset(torch.arange(len(entailment.test)))
     changed.test.fields = dict(changed.test.fields, label=changed.test.fields["label"].roll(1))
     assert changed.data_signature() != entailment.data_signature()
+
+
+def _tiny_training(task, data, config):
+    """A tiny model trained from seed 0 on `data` with `config`: (its weights, its per-epoch logs)."""
+    from mdlib.training import train
+
+    torch.manual_seed(0)
+    model = task.build_model(task.model_config(hidden=16, intermediate=32, image_layers=1, text_layers=1,
+                                               fusion_layers=1, heads=2, embed_dim=8))
+    history = train(model, task, data, config, seed=0, progress=False)
+    return {k: v.clone() for k, v in model.state_dict().items()}, history
+
+
+def test_repeated_templates_train_as_the_data_with_those_statements_copied(entailment):
+    """`TrainConfig.repeat_templates` gives the same steps, batch by batch, as training once per epoch on
+    the data with each photographer statement copied n - 1 more times."""
+    from mdlib.data.examples import concat
+    from mdlib.training import TrainConfig
+
+    data = entailment.train.subset(torch.arange(70))
+    photo = torch.nonzero(data.fields["template"] == ENTAILMENT_TEMPLATES.index("photographer"))[:, 0]
+    assert 0 < len(photo) < len(data)
+    plain = TrainConfig(epochs=2, batch_size=16, lr=1e-3, warmup_steps=1, one_per_unit=False, precision="fp32")
+    repeated = dataclasses.replace(plain, repeat_templates={"photographer": 3})
+    copied = concat([data] + [data.subset(photo)] * 2, name=data.name)
+    w_repeat, h_repeat = _tiny_training(entailment, data, repeated)
+    w_copied, _ = _tiny_training(entailment, copied, plain)
+    w_plain, h_plain = _tiny_training(entailment, data, plain)
+    assert all(torch.equal(w_repeat[k], w_copied[k]) for k in w_repeat)
+    assert not all(torch.equal(w_repeat[k], w_plain[k]) for k in w_repeat)
+    # the checkpoint name of the default recipe does not change: an empty repeat_templates is left out
+    assert "repeat_templates" not in plain.to_dict() and repeated.to_dict()["repeat_templates"] == {"photographer": 3}
+    assert TrainConfig(**repeated.to_dict()) == repeated and TrainConfig(**plain.to_dict()) == plain
+
+
+@pytest.mark.parametrize("repeats, one_per_unit, message", [
+    ({"photographer": 0}, False, "positive ints"),
+    ({"photographer": 2.0}, False, "positive ints"),
+    (["photographer"], False, "positive ints"),
+    ({"photographer": 2}, True, "one_per_unit=False"),
+])
+def test_bad_repeat_templates_are_refused(repeats, one_per_unit, message):
+    from mdlib.training import TrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(repeat_templates=repeats, one_per_unit=one_per_unit)
+
+
+def test_repeat_of_a_template_the_task_lacks_is_refused_before_training(entailment, fast_task):
+    from mdlib.training import TrainConfig, train
+
+    config = TrainConfig(epochs=1, one_per_unit=False, repeat_templates={"photographer": 2})
+    for task, wrong in ((entailment, {"photograper": 2}), (fast_task, {"photographer": 2})):
+        model = task.build_model()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(ValueError, match="not templates of the"):
+            train(model, task, task.train, dataclasses.replace(config, repeat_templates=wrong), progress=False)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
