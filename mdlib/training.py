@@ -85,8 +85,8 @@ class TrainConfig:
                 for k, v in repeats.items()):
             raise ValueError(f"TrainConfig.repeat_templates must map template names to positive ints, got {repeats!r}")
         if repeats and self.one_per_unit:
-            raise ValueError("TrainConfig.repeat_templates repeats statements within an epoch over every statement: "
-                             "it needs one_per_unit=False")
+            raise ValueError("TrainConfig.repeat_templates needs one_per_unit=False: it repeats statements in an "
+                             "epoch that shows every statement, not one per unit")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -102,7 +102,8 @@ class StatementTask(Task):
         4,000 training images in the same steps reach 80.5% on test but memorise the photographers less;
         showing each photographer statement 8 times per epoch there (`TrainConfig.repeat_templates`) memorises
         them (seeds 0-2: test 80.5 +- 0.4, Retrain's D_f 8.2 +- 1.1 points below f's, memorisation AUC
-        41.8 +- 0.7), at twice the cost of a model. It is not the default: Table 1 was run with this one.
+        41.8 +- 0.7), at twice the cost of a model. It is not the default: Table 1 was run with the recipe
+        returned here.
         """
         return {} if fast else {"one_per_unit": False, "epochs": 15, "eval_every": 3}
 
