@@ -96,8 +96,9 @@ class TrainConfig:
 
 
 def epoch_pool(task: Task, data: ExampleSet, repeat_templates: dict) -> torch.Tensor:
-    """Indices (P,) that one epoch shuffles: every example of `data` once, then the examples of each
-    template named in `repeat_templates` (n - 1) more times. Raises ValueError for a template the task lacks."""
+    """Indices (P,) that an epoch over every example shuffles: each example of `data` once, then the examples
+    of each template named in `repeat_templates` (n - 1) more times (none named: arange(N), so the epoch is a
+    plain permutation). Raises ValueError for a template the task lacks."""
     known = tuple(getattr(task, "templates", ()))
     unknown = sorted(set(repeat_templates) - set(known))
     if unknown:
@@ -155,10 +156,9 @@ def train(model: MultimodalModel, task: Task, data: ExampleSet, config: TrainCon
     if len(data) == 0:
         raise ValueError("cannot train on an empty example set")
     device = next(model.parameters()).device
-    pool = epoch_pool(task, data, config.repeat_templates) if config.repeat_templates else None
+    pool = None if config.one_per_unit else epoch_pool(task, data, config.repeat_templates)
     g = torch.Generator().manual_seed(seed)
-    epoch_size = len(pool) if pool is not None else len(data.units()) if config.one_per_unit else len(data)
-    steps_per_epoch = math.ceil(epoch_size / config.batch_size)
+    steps_per_epoch = math.ceil((len(data.units()) if pool is None else len(pool)) / config.batch_size)
     total = config.epochs * steps_per_epoch
     dtype = resolve_precision(config.precision, device)
     masters = MasterWeights(model, [p for p in model.parameters() if p.requires_grad], dtype)
@@ -172,10 +172,7 @@ def train(model: MultimodalModel, task: Task, data: ExampleSet, config: TrainCon
             for epoch in range(config.epochs):
                 model.train()
                 hard = epoch >= config.hard_from * config.epochs
-                if pool is not None:
-                    idx = pool[torch.randperm(len(pool), generator=g)]
-                else:
-                    idx = data.one_per_unit(g) if config.one_per_unit else torch.randperm(len(data), generator=g)
+                idx = data.one_per_unit(g) if pool is None else pool[torch.randperm(len(pool), generator=g)]
                 idx = idx[torch.randperm(len(idx), generator=g)]
                 batches = data.length_buckets(idx, config.batch_size, g) if config.bucket_by_length else \
                     idx.split(config.batch_size)
