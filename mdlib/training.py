@@ -172,6 +172,8 @@ def train(model: MultimodalModel, task: Task, data: ExampleSet, config: TrainCon
             for epoch in range(config.epochs):
                 model.train()
                 hard = epoch >= config.hard_from * config.epochs
+                # the pool is shuffled twice: one shuffle would do, but dropping a draw from `g` would change
+                # every trained model (and the numbers the README reports) for no gain
                 idx = data.one_per_unit(g) if pool is None else pool[torch.randperm(len(pool), generator=g)]
                 idx = idx[torch.randperm(len(idx), generator=g)]
                 batches = data.length_buckets(idx, config.batch_size, g) if config.bucket_by_length else \
